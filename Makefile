@@ -1,0 +1,52 @@
+# Supercomputing for AI: the two commands are `make book` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+# Where a profile other than cpu builds (keeps its own execution cache).
+BOOK_OUT := $(if $(filter cpu,$(PROFILE)),.,_build/profiles/$(PROFILE))
+
+.PHONY: help setup book figures notebooks classroom test lint clean
+
+help:
+	@echo "make book        set up, draw figures, execute notebooks (PROFILE=$(PROFILE)), build HTML"
+	@echo "make test        set up, then run the whole test suite"
+	@echo "make figures     draw the code-drawn figures into figures/generated/"
+	@echo "make notebooks   papermill batch run into _build/executed/<PROFILE>/ (PROFILE=smoke|cpu|gpu|cluster)"
+	@echo "make classroom   executed notebooks + nbval sanitize file in _build/classroom/"
+	@echo "make lint        ruff"
+	@echo "make clean       remove build outputs and generated figures (keeps .venv)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+figures: $(STAMP)
+	$(BIN)/python figures/build.py
+
+book: $(STAMP) figures
+	HPCAI_PROFILE=$(PROFILE) PATH=$(abspath $(BIN)):$$PATH $(BIN)/jupyter-book build . --path-output $(BOOK_OUT)
+	@echo
+	@echo "The book is at $(abspath $(BOOK_OUT))/_build/html/index.html"
+
+notebooks: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/run_notebooks.py --profile $(PROFILE)
+
+classroom: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/classroom.py --profile $(PROFILE)
+
+test: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check hpcai scripts figures tests _ext
+
+clean:
+	rm -rf _build figures/generated .pytest_cache

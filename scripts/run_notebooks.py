@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Execute the book's notebooks in batch with papermill at one profile.
+
+    python scripts/run_notebooks.py --profile cpu                 # every notebook in _toc.yml
+    python scripts/run_notebooks.py --profile smoke notebooks/appendix_measuring.md
+
+Each MyST notebook is converted with jupytext, executed by papermill with ``-p profile P``
+into ``_build/executed/<profile>/`` (or ``--out``), and a summary table is printed. A failing
+notebook does not stop the batch; the exit status is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hpcai.profiles import PROFILES, ProfileError, check_profile  # noqa: E402
+
+
+@dataclass
+class Outcome:
+    notebook: str
+    output: str
+    status: str
+    seconds: float
+    error: str = ""
+
+
+def toc_notebooks(toc: Path = ROOT / "_toc.yml") -> list[Path]:
+    """Every page of ``_toc.yml`` that lives under ``notebooks/``, in book order."""
+    import yaml
+
+    found: list[Path] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                name = node.get(key)
+                if isinstance(name, str) and name.startswith("notebooks/"):
+                    found.append(ROOT / f"{name.removesuffix('.md')}.md")
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(yaml.safe_load(toc.read_text(encoding="utf-8")))
+    return found
+
+
+def execute(path: Path, profile: str, out_dir: Path, timeout: int) -> Outcome:
+    """Convert one MyST notebook and execute it with papermill; never raises."""
+    import jupytext
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{path.stem}.ipynb"
+    started = time.perf_counter()
+    try:
+        nb = jupytext.read(path)
+        source = out_dir / f".{path.stem}.src.ipynb"
+        jupytext.write(nb, source)
+        pm.execute_notebook(
+            str(source), str(output), parameters={"profile": profile},
+            cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+            execution_timeout=timeout, log_output=False,
+        )
+        source.unlink()
+        status, error = "ok", ""
+    except Exception as err:  # noqa: BLE001 - the batch goes on and reports
+        status, error = "FAILED", f"{type(err).__name__}: {str(err).strip()[:2000]}"
+    return Outcome(str(path.relative_to(ROOT)), str(output), status,
+                   time.perf_counter() - started, error)
+
+
+def print_table(outcomes: list[Outcome], profile: str) -> None:
+    width = max([len(o.notebook) for o in outcomes] + [8])
+    print(f"\nprofile {profile}: {len(outcomes)} notebooks")
+    print(f"{'notebook':<{width}}  {'status':<6}  {'seconds':>8}")
+    print(f"{'-' * width}  {'-' * 6}  {'-' * 8}")
+    for o in outcomes:
+        print(f"{o.notebook:<{width}}  {o.status:<6}  {o.seconds:8.1f}")
+    total = sum(o.seconds for o in outcomes)
+    failed = [o for o in outcomes if o.status != "ok"]
+    print(f"{'total':<{width}}  {len(failed)} failed  {total:8.1f}")
+    for o in failed:
+        print(f"\n--- {o.notebook} ---\n{o.error}")
+
+
+def run(paths: list[Path], profile: str, out_dir: Path, timeout: int) -> list[Outcome]:
+    os.environ.setdefault("HPCAI_ROOT", str(ROOT))
+    outcomes = []
+    for path in paths:
+        print(f"executing {path.relative_to(ROOT)} at profile {profile} ...", flush=True)
+        outcomes.append(execute(path, profile, out_dir, timeout))
+    (out_dir / "summary.json").write_text(
+        json.dumps([asdict(o) for o in outcomes], indent=1) + "\n", encoding="utf-8")
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="MyST notebooks (default: every notebook in _toc.yml)")
+    parser.add_argument("--profile", default=os.environ.get("PROFILE") or "cpu",
+                        help=f"one of {', '.join(PROFILES)}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: _build/executed/<profile>)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    ns = parser.parse_args(argv)
+    try:
+        profile = check_profile(ns.profile)
+    except ProfileError as err:
+        parser.exit(2, f"error: {err}\n")
+    paths = [p.resolve() for p in ns.notebooks] or toc_notebooks()
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        parser.exit(2, f"error: no such notebook: {', '.join(map(str, missing))}\n")
+    out_dir = (ns.out or ROOT / "_build" / "executed" / profile).resolve()
+    outcomes = run(paths, profile, out_dir, ns.timeout)
+    print_table(outcomes, profile)
+    return 1 if any(o.status != "ok" for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Build the classroom bundle: executed notebooks plus an nbval sanitize file.
+
+    python scripts/classroom.py --profile cpu        # into _build/classroom/
+
+The bundle holds one executed ``.ipynb`` per notebook of the book (outputs included, executed
+with papermill at the given profile), ``sanitize.cfg`` (regular expressions that blank out
+timings, addresses and other machine-dependent values for nbval) and a short README. Check a
+student's copy, or the bundle itself, with::
+
+    pytest --nbval _build/classroom --nbval-sanitize-with _build/classroom/sanitize.cfg
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+from run_notebooks import print_table, run, toc_notebooks  # noqa: E402
+
+from hpcai.profiles import PROFILES, ProfileError, check_profile  # noqa: E402
+
+# Each rule: (name, regex, replacement). Order matters: specific before general.
+SANITIZE_RULES: list[tuple[str, str, str]] = [
+    ("addresses", r"0x[0-9a-fA-F]+", "0xADDR"),
+    ("timestamps", r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{4}|Z)?", "TIMESTAMP"),
+    # Leading blanks go too: right-aligned columns change width with the number.
+    ("floats", r"[ \t]*[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?", " FLOAT"),
+    ("sci-ints", r"[ \t]*[-+]?\d+[eE][-+]?\d+", " FLOAT"),
+    ("integers-with-units",
+     r"\b\d+\s?(ns|us|µs|ms|s|B|KiB|MiB|GiB|KB|MB|GB|bytes|MB/s|GB/s|GFLOP/s|img/s|tokens/s|x|%)\b",
+     "QUANTITY"),
+    ("job-ids", r"(?i)(job\s*(id)?\s*[:=]?\s*)\d+", r"\1JOBID"),
+    ("pids", r"(?i)(pid\s*[:=]?\s*)\d+", r"\1PID"),
+    ("cache-sizes", r"\b\d+[KMG]\b", "SIZE"),
+]
+
+README = """# Classroom bundle of *Supercomputing for AI*
+
+Executed at profile `{profile}`. Each notebook checks its own correctness with assertions; nbval
+re-executes it and compares the outputs with the ones stored here, after blanking timings and
+machine-dependent values with `sanitize.cfg`:
+
+    pytest --nbval-current-env --nbval {folder} --nbval-sanitize-with {folder}/sanitize.cfg
+"""
+
+
+def write_sanitize(path: Path) -> Path:
+    lines = []
+    for name, regex, replace in SANITIZE_RULES:
+        lines += [f"[{name}]", f"regex: {regex}", f"replace: {replace}", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="MyST notebooks (default: every notebook in _toc.yml)")
+    parser.add_argument("--profile", default=os.environ.get("PROFILE") or "cpu",
+                        help=f"one of {', '.join(PROFILES)}")
+    parser.add_argument("--out", type=Path, default=ROOT / "_build" / "classroom")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    ns = parser.parse_args(argv)
+    try:
+        profile = check_profile(ns.profile)
+    except ProfileError as err:
+        parser.exit(2, f"error: {err}\n")
+    out = ns.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.ipynb"):
+        old.unlink()
+    paths = [p.resolve() for p in ns.notebooks] or toc_notebooks()
+    outcomes = run(paths, profile, out, ns.timeout)
+    write_sanitize(out / "sanitize.cfg")
+    (out / "README.md").write_text(README.format(profile=profile, folder=out), encoding="utf-8")
+    print_table(outcomes, profile)
+    print(f"\nclassroom bundle: {out}")
+    return 1 if any(o.status != "ok" for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

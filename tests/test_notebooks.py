@@ -1,0 +1,71 @@
+"""Every notebook of the book runs at the smoke profile; the classroom bundle passes nbval;
+bad parameters fail fast with a clear message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classroom import main as classroom_main
+from run_notebooks import execute, toc_notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSROOM = ROOT / "_build" / "test" / "classroom"
+NOTEBOOKS = toc_notebooks()
+
+
+@pytest.fixture(scope="session")
+def classroom() -> dict[str, dict]:
+    """Build the classroom bundle at smoke once (papermill executes every notebook)."""
+    classroom_main(["--profile", "smoke", "--out", str(CLASSROOM)])
+    summary = json.loads((CLASSROOM / "summary.json").read_text())
+    return {row["notebook"]: row for row in summary}
+
+
+def test_toc_lists_notebooks():
+    assert any(p.name == "appendix_measuring.md" for p in NOTEBOOKS)
+    assert all(p.exists() for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_at_smoke(classroom, notebook):
+    row = classroom[str(notebook.relative_to(ROOT))]
+    assert row["status"] == "ok", row["error"]
+
+
+def test_classroom_bundle_passes_nbval(classroom):
+    assert (CLASSROOM / "sanitize.cfg").exists()
+    ipynbs = sorted(CLASSROOM.glob("*.ipynb"))
+    assert len(ipynbs) == len(NOTEBOOKS)
+    for nb in ipynbs:  # the bundle keeps outputs
+        cells = json.loads(nb.read_text())["cells"]
+        assert any(c.get("outputs") for c in cells if c["cell_type"] == "code"), nb.name
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-current-env",
+         "--nbval", str(CLASSROOM), "--nbval-sanitize-with", str(CLASSROOM / "sanitize.cfg")],
+        capture_output=True, text=True, cwd=CLASSROOM,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:]
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [("laptop", "unknown profile 'laptop'; valid profiles are smoke, cpu, gpu, cluster"),
+     ("gpu", "profile 'gpu' needs a CUDA GPU")],
+)
+def test_bad_parameter_fails_fast_with_clear_message(tmp_path, profile, message):
+    from hpcai import has_cuda
+
+    if profile == "gpu" and has_cuda():
+        pytest.skip("this machine has a GPU, so the gpu profile is valid here")
+    outcome = execute(ROOT / "notebooks" / "appendix_measuring.md", profile, tmp_path, 120)
+    assert outcome.status == "FAILED"
+    assert message in outcome.error
+    executed = json.loads(Path(outcome.output).read_text())
+    ran = [c for c in executed["cells"] if c["cell_type"] == "code" and c.get("execution_count")]
+    # parameters, injected parameters, and the resolve cell that fails: no work after it
+    assert len(ran) <= 3

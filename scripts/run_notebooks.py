@@ -77,7 +77,12 @@ def execute(path: Path, profile: str, out_dir: Path, timeout: int) -> Outcome:
         source.unlink()
         status, error = "ok", ""
     except Exception as err:  # noqa: BLE001 - the batch goes on and reports
-        status, error = "FAILED", f"{type(err).__name__}: {str(err).strip()[:2000]}"
+        status = "FAILED"
+        if hasattr(err, "ename"):  # papermill: the exception raised inside the notebook
+            cell = getattr(err, "exec_count", "?")
+            error = f"cell [{cell}] raised {err.ename}: {err.evalue}"
+        else:
+            error = f"{type(err).__name__}: {str(err).strip()[:2000]}"
     return Outcome(str(path.relative_to(ROOT)), str(output), status,
                    time.perf_counter() - started, error)
 

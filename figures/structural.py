@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Circle
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
 from hpcai.plotting import PALETTE, savefig, use_style
 
@@ -153,7 +153,7 @@ def draw_technologies():
     """Figure 5: which technology the reader runs in which chapter."""
     chapters = list(range(1, 16))
     fig, ax = plt.subplots(figsize=(8.6, 4.8))
-    for row, (tech, used) in enumerate(TECH):
+    for row, (_tech, used) in enumerate(TECH):
         ax.scatter(used, [row] * len(used), s=70, color=PALETTE["compute"], zorder=3)
     ax.set_yticks(range(len(TECH)), [t for t, _ in TECH])
     ax.set_xticks(chapters, [str(c) for c in chapters])

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from classroom import main as classroom_main
 from run_notebooks import execute, toc_notebooks
 

@@ -39,7 +39,8 @@ STACK = [  # execution flow of a distributed training job, top (user) to bottom 
     ("torchrun", "spawns G workers per node, sets RANK / WORLD_SIZE, rendezvous", "PyTorch", "coordination"),
     ("Trainer / training loop", "data loading, forward, backward, optimizer step", "Hugging Face / PyTorch", "compute"),
     ("DistributedDataParallel", "buckets gradients, overlaps all-reduce with backward", "PyTorch", "compute"),
-    ("NCCL (GPU) / gloo (CPU)", "ring and tree collectives over the chosen transport", "communication library", "network"),
+    ("NCCL (GPU) / gloo (CPU)", "ring and tree collectives over the chosen transport",
+     "communication library", "network"),
     ("Hardware", "GPUs, HBM, NVLink/PCIe, InfiniBand, CPUs, storage", "node and fabric", "memory"),
 ]
 

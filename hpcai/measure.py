@@ -9,7 +9,10 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,14 +176,21 @@ def _physical_cores() -> int | None:
 
 
 def _gpus() -> list[str]:
-    try:
-        import torch
-
+    """GPU names, without paying for a PyTorch import where the process has none yet."""
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
         if torch.cuda.is_available():
             return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:  # pragma: no cover
-        pass
-    return []
+        return []
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
 def _versions() -> dict[str, str]:

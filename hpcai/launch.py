@@ -166,6 +166,15 @@ def mpiexec(
     return run_json(cmd, timeout=timeout, env=env)
 
 
+def _job_state(job_id: str) -> tuple[str | None, str | None]:
+    """(JobState, ExitCode) of a job from ``scontrol show job``; (None, None) once it is gone."""
+    proc = subprocess.run([find_executable("scontrol"), "show", "job", job_id],
+                          capture_output=True, text=True)
+    state = re.search(r"JobState=(\S+)", proc.stdout)
+    code = re.search(r"ExitCode=(\S+)", proc.stdout)
+    return (state.group(1) if state else None, code.group(1) if code else None)
+
+
 def sbatch(
     job_script: str | os.PathLike[str],
     *,
@@ -173,35 +182,42 @@ def sbatch(
     sbatch_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 600,
+    poll_s: float = 0.2,
 ) -> dict[str, Any]:
-    """Submit a job script with ``sbatch --wait``, then read the JSON of its output file.
+    """Submit a job script with ``sbatch``, wait for it, and read the JSON of its output file.
 
-    Returns the JSON object with ``job_id`` and ``output_file`` added.
+    The job is polled with ``scontrol show job`` every ``poll_s`` seconds (``sbatch --wait``
+    backs off to tens of seconds between checks). Returns the JSON object with ``job_id``,
+    ``state``, ``output_file`` and ``wall_s`` added.
     """
     path = _script_path(job_script)
     exe = find_executable("sbatch")
     out_dir = repo_root() / "_build" / "slurm-out"
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{path.stem}-%j.out"
-    cmd = [exe, "--wait", "--parsable", f"--output={output}", *sbatch_args, str(path), *args]
+    cmd = [exe, "--parsable", f"--output={output}", *sbatch_args, str(path), *args]
     started = time.time()
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=_env(env),
-            cwd=repo_root(),
-        )
-    except subprocess.TimeoutExpired as err:
-        raise LauncherError(f"SLURM job {path.name} did not finish in {timeout} s") from err
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(env), cwd=repo_root())
     match = re.match(r"(\d+)", proc.stdout.strip())
-    job_id = match.group(1) if match else None
-    out_file = Path(str(output).replace("%j", job_id)) if job_id else None
-    text = out_file.read_text() if out_file and out_file.exists() else ""
-    if proc.returncode != 0:
-        raise LauncherError(
-            f"sbatch {path.name} failed (exit {proc.returncode}): {proc.stderr.strip()}\n{text[-2000:]}"
-        )
+    if proc.returncode != 0 or match is None:
+        raise LauncherError(f"sbatch {path.name} was refused (exit {proc.returncode}): "
+                            f"{proc.stderr.strip() or proc.stdout.strip()}")
+    job_id = match.group(1)
+    state, code = _job_state(job_id)
+    while state in {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}:
+        if time.time() - started > timeout:
+            subprocess.run([find_executable("scancel"), job_id], capture_output=True)
+            raise LauncherError(f"SLURM job {job_id} ({path.name}) did not finish in {timeout} s")
+        time.sleep(poll_s)
+        state, code = _job_state(job_id)
+    out_file = Path(str(output).replace("%j", job_id))
+    text = out_file.read_text() if out_file.exists() else ""
+    if state not in (None, "COMPLETED") or (code not in (None, "0:0")):
+        raise LauncherError(f"SLURM job {job_id} ({path.name}) ended {state} with exit code "
+                            f"{code}\n{text[-2000:]}")
     result = parse_json_tail(text)
-    result.update(job_id=job_id, output_file=str(out_file), wall_s=time.time() - started)
+    result.update(job_id=job_id, state=state or "COMPLETED", output_file=str(out_file),
+                  wall_s=time.time() - started)
     return result
 
 

@@ -195,7 +195,8 @@ def sbatch(
     out_dir = repo_root() / "_build" / "slurm-out"
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{path.stem}-%j.out"
-    cmd = [exe, "--parsable", f"--output={output}", *sbatch_args, str(path), *args]
+    cmd = [exe, "--parsable", f"--output={output}", *map(str, sbatch_args), str(path),
+           *map(str, args)]
     started = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(env), cwd=repo_root())
     match = re.match(r"(\d+)", proc.stdout.strip())

@@ -1,0 +1,181 @@
+"""Trapezoid-rule pi with MPI: every rank integrates its own slice, then one reduce.
+
+    pi = integral_0^1 4 / (1 + x^2) dx
+
+The interval [0, 1] is cut into ``n`` trapezoids. Rank ``r`` of ``P`` takes a
+contiguous block of about ``n / P`` of them, sums them with vectorised NumPy code
+in cache-sized chunks, and ``MPI.Reduce`` adds the partial sums on rank 0.
+
+Timing covers only the compute + reduce region, between two barriers, so that
+process start-up and imports are not in the number. Each
+repeat is timed on every rank; the reported time of a repeat is the slowest
+rank's (that is when the answer is complete), and ``time_s`` is the median
+over repeats after one warm-up.
+
+With ``--baseline true`` (the default) every repeat also times the *serial*
+reference inside the same run: rank 0 alone integrates the baseline problem
+(all ``n`` trapezoids for strong scaling, one rank's share for weak scaling)
+while the other ranks sleep in a polling barrier that uses no CPU. Serial and
+parallel samples alternate, so a busy moment on a shared machine hits both,
+and the parallel efficiency
+
+    strong:  E = T_serial / (P * T_P)        weak:  E = T_serial / T_P
+
+compares numbers taken under the same conditions.
+
+Run:   mpiexec -n 2 python scripts/bench/pi_mpi.py --profile cpu --json
+Weak scaling (n trapezoids *per rank*):  ... --weak true
+Only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+
+from hpcai.cli import bench_main
+
+SIZES = {
+    # n: trapezoids in total (strong scaling) or per rank (weak scaling, --weak true)
+    "smoke": {"n": 10_000_000, "repeats": 3, "weak": False, "baseline": True},
+    "cpu": {"n": 100_000_000, "repeats": 9, "weak": False, "baseline": True},
+    "gpu": {"n": 100_000_000, "repeats": 7, "weak": False, "baseline": True},
+    "cluster": {"n": 4_294_967_296, "repeats": 5, "weak": False, "baseline": True},
+}
+
+
+CHUNK = 1 << 16  # points per vectorised step: 512 KiB of float64, stays in the L2 cache
+
+
+def trapezoid_block(lo: int, hi: int, n: int, chunk: int = CHUNK) -> float:
+    """Sum of the trapezoids with indices lo .. hi-1 of n on [0, 1] for f(x) = 4/(1+x^2).
+
+    Trapezoid i spans [i h, (i+1) h] and has area h (f(x_i) + f(x_{i+1})) / 2.
+    Summing a block gives h * (f(x_lo)/2 + f(x_lo+1) + ... + f(x_hi-1) + f(x_hi)/2).
+    The interior points are evaluated ``chunk`` at a time with NumPy, in one reused
+    buffer, so no large temporary arrays are allocated and the data stay in cache.
+    """
+    if hi <= lo:
+        return 0.0
+    h = 1.0 / n
+    x_lo, x_hi = lo * h, hi * h
+    s = 0.5 * (4.0 / (1.0 + x_lo * x_lo) + 4.0 / (1.0 + x_hi * x_hi))
+    offsets = np.arange(chunk, dtype=np.float64)  # (chunk,) 0, 1, 2, ...
+    buf = np.empty(chunk, dtype=np.float64)       # (chunk,) reused for every step
+    start = lo + 1
+    while start < hi:
+        m = min(chunk, hi - start)
+        x = buf[:m]
+        np.add(offsets[:m], start, out=x)  # indices i
+        x *= h                             # x_i = i h
+        x *= x                             # x_i^2
+        x += 1.0                           # 1 + x_i^2
+        np.divide(4.0, x, out=x)           # f(x_i)
+        s += float(x.sum())
+        start += m
+    return s * h
+
+
+def block(rank: int, size: int, n: int) -> tuple[int, int]:
+    """The trapezoid indices [lo, hi) owned by ``rank``; sizes differ by at most one."""
+    base, rest = divmod(n, size)
+    lo = rank * base + min(rank, rest)
+    return lo, lo + base + (1 if rank < rest else 0)
+
+
+def pi_serial(n: int) -> float:
+    """The whole integral on one process: the reference for the parallel sum."""
+    return trapezoid_block(0, n, n)
+
+
+def _serial_sample(comm, MPI, n_base: int) -> float:
+    """Rank 0 integrates ``n_base`` trapezoids alone; the others wait without spinning."""
+    import time
+
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        t0 = MPI.Wtime()
+        trapezoid_block(0, n_base, n_base)
+        elapsed = MPI.Wtime() - t0
+        comm.Ibarrier().Wait()
+        return elapsed
+    req = comm.Ibarrier()
+    while not req.Test():  # a sleeping wait: a busy-polling barrier would steal a core
+        time.sleep(0.001)
+    return float("nan")
+
+
+def _efficiency(serial: list[float], times: list[float], size: int, weak: bool) -> dict:
+    t_serial = statistics.median(serial)
+    t_par = statistics.median(times)
+    speedup = t_serial / t_par
+    # the same ratio from the fastest samples: what the machine gives when nothing disturbs it
+    best = min(serial) / min(times) / (1 if weak else size)
+    return {"serial_s": t_serial, "serial_times_s": serial,
+            "speedup": speedup if not weak else None,
+            "efficiency": t_serial / t_par if weak else speedup / size,
+            "efficiency_best": best}
+
+
+def run(S) -> dict | None:
+    from mpi4py import MPI  # imported here, so that importing this file needs no MPI
+
+    n_arg, repeats = int(S.n), int(S.repeats)
+    if n_arg < 1 or repeats < 1:
+        raise SystemExit(f"n and repeats must be positive, got n={n_arg}, repeats={repeats}")
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    n = n_arg * size if S.weak else n_arg
+    lo, hi = block(rank, size, n)
+
+    trapezoid_block(0, 10, 10)  # touch the code path once before any clock runs
+
+    times, compute, serial = [], [], []
+    pi = float("nan")
+    n_base = n // size if S.weak else n  # the problem one process solves alone
+    for rep in range(repeats + 1):  # repeat 0 is the warm-up
+        if S.baseline:
+            t_serial = _serial_sample(comm, MPI, n_base)
+        comm.Barrier()
+        t0 = MPI.Wtime()
+        local = trapezoid_block(lo, hi, n)
+        t1 = MPI.Wtime()
+        total = comm.reduce(local, op=MPI.SUM, root=0)
+        comm.Barrier()
+        t2 = MPI.Wtime()
+        slowest = comm.reduce(t2 - t0, op=MPI.MAX, root=0)
+        busiest = comm.reduce(t1 - t0, op=MPI.MAX, root=0)
+        if rank == 0 and rep > 0:
+            times.append(slowest)
+            compute.append(busiest)
+            if S.baseline:
+                serial.append(t_serial)
+            pi = total
+    if rank != 0:
+        return None
+    error = abs(pi - math.pi)
+    # the trapezoid rule on a smooth integrand: error ~ h^2/12 |f'(1) - f'(0)| = 1/(6 n^2),
+    # plus rounding of n additions (~ n * eps in the worst case, far less in practice)
+    bound = 1.0 / (6.0 * n * n) + n * np.finfo(float).eps
+    assert error <= bound, f"pi = {pi!r} misses math.pi by {error:.3e} > bound {bound:.3e}"
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [0, 0, 0]
+    return {
+        "pi": pi,
+        "error": error,
+        "time_s": statistics.median(times),
+        "iqr_s": q[2] - q[0],
+        "times_s": times,
+        "compute_s": statistics.median(compute),
+        "ranks": size,
+        "n": n,
+        "weak": bool(S.weak),
+        "ns_per_trapezoid": statistics.median(times) * size / n * 1e9,
+        **(_efficiency(serial, times, size, bool(S.weak)) if S.baseline else {}),
+        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+    }
+
+
+if __name__ == "__main__":
+    bench_main(run, SIZES, description=__doc__)

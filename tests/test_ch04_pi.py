@@ -1,0 +1,53 @@
+"""Chapter 4: the MPI trapezoid-rule pi benchmark, run for real under mpiexec."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hpcai.launch import LauncherError, load_script, mpiexec
+
+SCRIPT = "scripts/bench/pi_mpi.py"
+
+
+def test_blocks_cover_every_trapezoid_once():
+    pi = load_script("pi_mpi")
+    for n, size in [(10, 3), (7, 7), (5, 8), (1_000_003, 4)]:
+        blocks = [pi.block(r, size, n) for r in range(size)]
+        assert blocks[0][0] == 0 and blocks[-1][1] == n
+        for (_, hi), (lo, _) in zip(blocks, blocks[1:], strict=False):
+            assert hi == lo  # contiguous, no gap, no overlap
+        lengths = [hi - lo for lo, hi in blocks]
+        assert max(lengths) - min(lengths) <= 1
+
+
+def test_serial_kernel_converges_like_h_squared():
+    pi = load_script("pi_mpi")
+    e1 = abs(pi.pi_serial(100) - math.pi)
+    e2 = abs(pi.pi_serial(200) - math.pi)
+    assert e2 == pytest.approx(e1 / 4, rel=0.01)  # trapezoid rule: error ~ 1/(6 n^2)
+    assert e1 == pytest.approx(1 / (6 * 100**2), rel=0.01)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_pi_mpi_json_at_smoke(ranks):
+    out = mpiexec(SCRIPT, ranks, profile="smoke")
+    assert out["bench"] == "pi_mpi" and out["profile"] == "smoke"
+    assert out["ranks"] == ranks
+    assert abs(out["pi"] - math.pi) == pytest.approx(out["error"])
+    assert out["error"] < 1e-9
+    assert out["time_s"] > 0 and len(out["times_s"]) == out["settings"]["repeats"]
+    assert out["compute_s"] <= out["time_s"] * 1.5
+    assert "machine" in out
+
+
+def test_weak_scaling_multiplies_the_work():
+    out = mpiexec(SCRIPT, 2, profile="smoke", args=["--weak", "true", "--n", "100000"])
+    assert out["weak"] is True and out["n"] == 200_000
+    assert out["error"] < 1e-8
+
+
+def test_bad_input_fails_before_work():
+    with pytest.raises(LauncherError, match="must be positive"):
+        mpiexec(SCRIPT, 1, profile="smoke", args=["--n", "0"])

@@ -13,8 +13,6 @@ student's copy, or the bundle itself, with::
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -22,9 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-from run_notebooks import print_table, run, toc_notebooks  # noqa: E402
-
-from hpcai.profiles import PROFILES, ProfileError, check_profile  # noqa: E402
+from run_notebooks import parse_batch_args, print_table, run  # noqa: E402
 
 # Each rule: (name, regex, replacement). Order matters: specific before general.
 SANITIZE_RULES: list[tuple[str, str, str]] = [
@@ -60,25 +56,11 @@ def write_sanitize(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebooks", nargs="*", type=Path,
-                        help="MyST notebooks (default: every notebook in _toc.yml)")
-    parser.add_argument("--profile", default=os.environ.get("PROFILE") or "cpu",
-                        help=f"one of {', '.join(PROFILES)}")
-    parser.add_argument("--out", type=Path, default=ROOT / "_build" / "classroom")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
-    ns = parser.parse_args(argv)
-    try:
-        profile = check_profile(ns.profile)
-    except ProfileError as err:
-        parser.exit(2, f"error: {err}\n")
-    out = ns.out.resolve()
+    profile, paths, out, timeout = parse_batch_args(__doc__, "_build/classroom", argv)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.ipynb"):
         old.unlink()
-    paths = [p.resolve() for p in ns.notebooks] or toc_notebooks()
-    outcomes = run(paths, profile, out, ns.timeout)
+    outcomes = run(paths, profile, out, timeout)
     write_sanitize(out / "sanitize.cfg")
     (out / "README.md").write_text(README.format(profile=profile, folder=out), encoding="utf-8")
     print_table(outcomes, profile)

@@ -112,15 +112,20 @@ def run(paths: list[Path], profile: str, out_dir: Path, timeout: int) -> list[Ou
     return outcomes
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def parse_batch_args(doc: str, default_out: str, argv: list[str] | None
+                     ) -> tuple[str, list[Path], Path, int]:
+    """Command line shared by the batch runner and the classroom builder.
+
+    Returns (profile, notebooks, output folder, timeout); exits with status 2 and a clear
+    message on an unknown profile or a missing notebook, before anything runs.
+    """
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="MyST notebooks (default: every notebook in _toc.yml)")
     parser.add_argument("--profile", default=os.environ.get("PROFILE") or "cpu",
                         help=f"one of {', '.join(PROFILES)}")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: _build/executed/<profile>)")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: {default_out})")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     ns = parser.parse_args(argv)
     try:
@@ -131,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     missing = [p for p in paths if not p.exists()]
     if missing:
         parser.exit(2, f"error: no such notebook: {', '.join(map(str, missing))}\n")
-    out_dir = (ns.out or ROOT / "_build" / "executed" / profile).resolve()
-    outcomes = run(paths, profile, out_dir, ns.timeout)
+    out = (ns.out or ROOT / default_out.replace("<profile>", profile)).resolve()
+    return profile, paths, out, ns.timeout
+
+
+def main(argv: list[str] | None = None) -> int:
+    profile, paths, out_dir, timeout = parse_batch_args(__doc__, "_build/executed/<profile>", argv)
+    outcomes = run(paths, profile, out_dir, timeout)
     print_table(outcomes, profile)
     return 1 if any(o.status != "ok" for o in outcomes) else 0
 

@@ -30,3 +30,8 @@ def test_book_builds_without_warnings():
     # glued numbers made it into the text, and the machine is named on the page
     assert "pasted-text" in page
     assert "-core" in page
+    # offline: MathJax is served from the book itself, no script or style comes from the web
+    chapter = (html / "book" / "appendix-measuring.html").read_text()
+    assert "_static/mathjax/tex-mml-chtml.js" in chapter
+    assert (html / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', chapter)

@@ -28,6 +28,7 @@ def test_all_algorithms_in_one_run_agree_with_library():
     assert set(out["algos"]) == set(ALLREDUCE_ALGORITHMS)
     sizes = sorted({r["bytes"] for r in out["rows"]})
     assert sizes[-1] == 65536
+    assert out["checks_passed"] == len(out["algos"]) * len(sizes)  # every pair checked first
     for algo, rows in out["by_algo"].items():
         assert [r["bytes"] for r in rows] == sizes, algo
         for r in rows:

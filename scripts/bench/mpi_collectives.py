@@ -132,9 +132,10 @@ def check_all(comm, k: int) -> dict:
         got = apply(comm, op, before_all[rank])
         assert np.array_equal(got, expected), f"rank {rank}: {op} gave {got.tolist()}"
         after_all = comm.gather(got, root=0)
-        if rank == 0:
+        if rank == 0:  # check every rank's result again, here, from the gathered buffers
+            ok = all(np.array_equal(a, e) for a, e in zip(after_all, reference(op, before_all)))
             results[op] = {"before": [b.tolist() for b in before_all],
-                           "after": [a.tolist() for a in after_all], "ok": True}
+                           "after": [a.tolist() for a in after_all], "ok": bool(ok)}
     return results
 
 

@@ -160,11 +160,19 @@ def _exchange(send: torch.Tensor, dst: int, recv: torch.Tensor, src: int) -> Non
     """
     import torch.distributed as dist
 
-    reqs = []
-    if recv.numel() > 0:
-        reqs.append(dist.irecv(recv, src=src))
-    if send.numel() > 0:
-        reqs.append(dist.isend(send, dst=dst))
+    if dist.get_backend() == "nccl":
+        # NCCL runs a lone receive or send as a kernel in stream order: two ranks that both
+        # queue "receive, then send" to each other would wait for each other for ever.
+        # Handed over as one batch, the pair becomes a single grouped send-receive.
+        ops = ([dist.P2POp(dist.irecv, recv, src)] if recv.numel() > 0 else []) + \
+              ([dist.P2POp(dist.isend, send, dst)] if send.numel() > 0 else [])
+        reqs = dist.batch_isend_irecv(ops) if ops else []
+    else:
+        reqs = []
+        if recv.numel() > 0:
+            reqs.append(dist.irecv(recv, src=src))
+        if send.numel() > 0:
+            reqs.append(dist.isend(send, dst=dst))
     for r in reqs:
         r.wait()
 

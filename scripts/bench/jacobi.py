@@ -102,14 +102,26 @@ def halo_bytes(n: int, p: int, r: int, itemsize: int) -> int:
 # --------------------------------------------------------------------------- halo exchange
 def exchange_nonblocking(u: torch.Tensor, up: int | None, down: int | None,
                          group: Any = None) -> None:
-    """Post both receives and both sends, then wait: no ordering, no deadlock."""
-    reqs = []
+    """Post both receives and both sends, then wait: no ordering, no deadlock.
+
+    With NCCL every lone send or receive is a GPU kernel that runs to completion in stream
+    order, so two neighbours that each queue "receive, then send" would each wait for the
+    other's send. NCCL needs the four operations handed over as one batch (one grouped
+    launch); gloo progresses them independently and takes them one by one.
+    """
+    ops = []
     if up is not None:
-        reqs.append(dist.irecv(u[0], src=up, group=group))     # ghost row above
-        reqs.append(dist.isend(u[1], dst=up, group=group))     # my first row
+        ops.append((dist.irecv, u[0], up))     # ghost row above
+        ops.append((dist.isend, u[1], up))     # my first row
     if down is not None:
-        reqs.append(dist.irecv(u[-1], src=down, group=group))  # ghost row below
-        reqs.append(dist.isend(u[-2], dst=down, group=group))  # my last row
+        ops.append((dist.irecv, u[-1], down))  # ghost row below
+        ops.append((dist.isend, u[-2], down))  # my last row
+    if not ops:
+        return
+    if dist.get_backend(group) == "nccl":
+        reqs = dist.batch_isend_irecv([dist.P2POp(op, t, peer, group) for op, t, peer in ops])
+    else:
+        reqs = [op(t, peer, group=group) for op, t, peer in ops]
     for req in reqs:
         req.wait()
 

@@ -40,15 +40,28 @@ def test_classroom_bundle_passes_nbval(classroom):
     assert (CLASSROOM / "sanitize.cfg").exists()
     ipynbs = sorted(CLASSROOM.glob("*.ipynb"))
     assert len(ipynbs) == len(NOTEBOOKS)
+    compared = 0
     for nb in ipynbs:  # the bundle keeps outputs
-        cells = json.loads(nb.read_text())["cells"]
-        assert any(c.get("outputs") for c in cells if c["cell_type"] == "code"), nb.name
+        cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        assert any(c.get("outputs") for c in cells), nb.name
+        compared += sum("nbval-ignore-output" not in c["metadata"].get("tags", [])
+                        and bool(c.get("outputs")) for c in cells)
+    assert compared >= len(ipynbs), "nbval must still compare outputs of non-measuring cells"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-current-env",
          "--nbval", str(CLASSROOM), "--nbval-sanitize-with", str(CLASSROOM / "sanitize.cfg")],
         capture_output=True, text=True, cwd=CLASSROOM,
     )
     assert proc.returncode == 0, proc.stdout[-6000:]
+
+
+def test_measuring_cells_are_recognised():
+    from classroom import measures
+
+    assert measures({"source": "t = time_it(lambda: f(x))", "outputs": []})
+    assert measures({"source": "x = 1", "outputs": [
+        {"data": {"application/papermill.record/text/plain": "3.2"}}]})
+    assert not measures({"source": "assert np.allclose(a, b)\nprint(a.shape)", "outputs": []})
 
 
 @pytest.mark.parametrize(

@@ -19,12 +19,12 @@ import json
 import os
 import platform
 import subprocess
-import time
 
 import numpy as np
 from numba import njit
 
 from hpcai.cli import bench_main
+from hpcai.measure import time_it
 
 LINE = 64  # bytes per cache line on every x86-64 and most Arm server cores
 KiB = 1024
@@ -164,22 +164,13 @@ def working_sets(min_bytes: int, max_bytes: int, per_octave: int) -> list[int]:
     return sorted(sizes)
 
 
-def _median_spread(xs: list[float]) -> tuple[float, float]:
-    q1, med, q3 = np.percentile(xs, [25, 50, 75])
-    return float(med), float(q3 - q1)
-
-
 def bandwidth_at(buf: np.ndarray, nbytes: int, target_bytes: int, repeats: int) -> dict:
     """Median read bandwidth of summing the first `nbytes` of `buf` (float64 ones)."""
     a = buf[: nbytes // 8]
     passes = max(1, target_bytes // nbytes)
     assert sum_passes(a, passes) == float(a.size * passes)  # correct before timed (warm-up too)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sum_passes(a, passes)
-        times.append(time.perf_counter() - t0)
-    t, spread = _median_spread(times)
+    timing = time_it(lambda: sum_passes(a, passes), warmup=0, repeats=repeats)
+    t, spread = timing.median, timing.iqr
     return {"read_GBps": a.nbytes * passes / t / 1e9,
             "read_GBps_iqr": a.nbytes * passes / t / 1e9 * spread / t}
 
@@ -191,12 +182,8 @@ def latency_at(nbytes: int, steps: int, repeats: int, rng: np.random.Generator) 
     if n_lines <= 1 << 16:  # full check is cheap for small chains; large ones are sampled
         assert chain_is_one_cycle(chain, LINE // 8)
     chase(chain, min(steps, 4 * n_lines))  # warm-up: bring the chain into the caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        chase(chain, steps)
-        times.append(time.perf_counter() - t0)
-    t, spread = _median_spread(times)
+    timing = time_it(lambda: chase(chain, steps), warmup=0, repeats=repeats)
+    t, spread = timing.median, timing.iqr
     return {"latency_ns": t / steps * 1e9, "latency_ns_iqr": spread / steps * 1e9}
 
 

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from hpcai.cli import bench_main
+from hpcai.measure import Timing
 
 KiB = 1024
 CHUNK = 4 * KiB**2
@@ -47,8 +48,9 @@ def _payload(nbytes: int, seed: int) -> bytes:
 
 
 def _median_iqr(xs) -> tuple[float, float]:
-    q1, med, q3 = np.percentile(xs, [25, 50, 75])
-    return float(med), float(q3 - q1)
+    """Median and inter-quartile range of repeated timings (the book's one definition)."""
+    t = Timing(list(xs))
+    return t.median, t.iqr
 
 
 # ---------------------------------------------------------------- small files

@@ -58,7 +58,7 @@ def write_small(folder: str, n: int, data: bytes, fsync: bool) -> float:
     """Create n files holding `data`; return seconds."""
     t0 = time.perf_counter()
     for i in range(n):
-        with open(os.path.join(folder, f"f{i:06d}.bin"), "wb") as f:
+        with open(_small_name(folder, i), "wb") as f:
             f.write(data)
             if fsync:
                 f.flush()
@@ -66,17 +66,26 @@ def write_small(folder: str, n: int, data: bytes, fsync: bool) -> float:
     return time.perf_counter() - t0
 
 
-def stat_small(folder: str, n: int) -> float:
+def _small_name(folder: str, i: int) -> str:
+    return os.path.join(folder, f"f{i:06d}.bin")
+
+
+def _time_each(folder: str, n: int, op) -> float:
+    """Seconds to apply a metadata operation (``os.stat``, ``os.unlink``) to each small file."""
     t0 = time.perf_counter()
     for i in range(n):
-        os.stat(os.path.join(folder, f"f{i:06d}.bin"))
+        op(_small_name(folder, i))
     return time.perf_counter() - t0
+
+
+def stat_small(folder: str, n: int) -> float:
+    return _time_each(folder, n, os.stat)
 
 
 def read_small(folder: str, n: int, expect: bytes) -> float:
     t0 = time.perf_counter()
     for i in range(n):
-        with open(os.path.join(folder, f"f{i:06d}.bin"), "rb") as f:
+        with open(_small_name(folder, i), "rb") as f:
             got = f.read()
         if got != expect:
             raise RuntimeError(f"file {i} read back wrong contents")
@@ -84,10 +93,7 @@ def read_small(folder: str, n: int, expect: bytes) -> float:
 
 
 def unlink_small(folder: str, n: int) -> float:
-    t0 = time.perf_counter()
-    for i in range(n):
-        os.unlink(os.path.join(folder, f"f{i:06d}.bin"))
-    return time.perf_counter() - t0
+    return _time_each(folder, n, os.unlink)
 
 
 # ----------------------------------------------------------------- large file

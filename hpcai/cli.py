@@ -6,6 +6,16 @@
 
 With ``--json`` the last line of standard output is one JSON object holding the result of
 ``run(settings)`` plus ``bench``, ``profile``, ``settings`` and ``machine``.
+
+Bad input is refused before any work, with one line on standard error that starts with
+``error:``, names the knob and says what is allowed, and exit status 2 (no traceback):
+
+* a number that does not parse (``--n abc``), or a list element that does not;
+* a numeric knob (or list element) <= 0, unless some profile of the size table itself uses
+  0 or a negative value for it: then anything >= that smallest value is allowed;
+* a string knob outside ``choices={"knob": ("a", "b")}`` (for a list knob: every element);
+* whatever ``check(settings)`` rejects by raising ``ValueError`` (or ``ProfileError``) with
+  a message, for rules of one benchmark (min <= max, a size that cannot fit in memory).
 """
 
 from __future__ import annotations
@@ -13,13 +23,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .measure import machine
-from .profiles import PROFILES, ProfileError, Settings, resolve
+from .profiles import PROFILES, Settings, resolve
+
+_KIND = {int: "an integer", float: "a number", str: "a string"}
+_NOUN = {int: "integer", float: "number", str: "string"}
+
+
+def flag(key: str) -> str:
+    """The command-line spelling of a knob: ``min_bytes`` -> ``--min-bytes``."""
+    return "--" + key.replace("_", "-")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one ``error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        m = re.fullmatch(r"argument (\S+?)(?:/\S+)?: (.*)", message)
+        if m:
+            opt, rest = m.groups()
+            sep = " " if rest.startswith("must ") else ": "
+            message = f"{opt}{sep}{rest}"
+        if message.startswith("unrecognized arguments"):
+            message += " (run with --help to list the knobs)"
+        self.exit(2, f"error: {message}\n")
 
 
 def _parse_bool(text: str) -> bool:
@@ -27,12 +61,30 @@ def _parse_bool(text: str) -> bool:
         return True
     if text.lower() in {"0", "false", "no", "off"}:
         return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+
+
+def _parse_scalar(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {_KIND.get(kind, kind.__name__)}, got {text!r}"
+            ) from None
+
+    return parse
 
 
 def _parse_list(kind: type) -> Callable[[str], list[Any]]:
     def parse(text: str) -> list[Any]:
-        return [kind(x) for x in text.split(",") if x]
+        try:
+            return [kind(x) for x in text.split(",") if x]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a comma-separated list of {_NOUN.get(kind, kind.__name__)}s, "
+                f"got {text!r}"
+            ) from None
 
     return parse
 
@@ -44,13 +96,18 @@ def _converter(example: Any) -> Callable[[str], Any]:
         inner = type(example[0]) if example else str
         return _parse_list(inner)
     if isinstance(example, (int, float)):
-        return type(example)
+        return _parse_scalar(type(example))
     return str
 
 
-def build_parser(table: Mapping[str, Mapping[str, Any]], description: str | None) -> argparse.ArgumentParser:
+def build_parser(
+    table: Mapping[str, Mapping[str, Any]],
+    description: str | None,
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> argparse.ArgumentParser:
     """An argument parser with ``--profile``, ``--json`` and one ``--KNOB`` per setting."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = _Parser(description=description)
+    choices = choices or {}
     parser.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} "
                         "(default: $HPCAI_PROFILE or cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
@@ -59,9 +116,73 @@ def build_parser(table: Mapping[str, Mapping[str, Any]], description: str | None
         for key, value in row.items():
             example.setdefault(key, value)
     for key, value in example.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None,
-                            type=_converter(value), help=f"(cpu profile: {value!r})")
+        allowed = f"; one of {', '.join(choices[key])}" if key in choices else ""
+        parser.add_argument(flag(key), dest=key, default=None, type=_converter(value),
+                            help=f"(cpu profile: {value!r}{allowed})")
     return parser
+
+
+def _numbers(value: Any) -> list[int | float]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [x for x in items if isinstance(x, (int, float)) and not isinstance(x, bool)]
+
+
+def lower_bounds(table: Mapping[str, Mapping[str, Any]]) -> dict[str, int | float | None]:
+    """Per numeric knob, the smallest value allowed: ``None`` means "> 0" (every profile uses
+    a positive value); a number means ">= it" (the smallest value some profile uses)."""
+    lows: dict[str, int | float | None] = {}
+    for row in table.values():
+        for key, value in row.items():
+            nums = [x for x in _numbers(value) if x <= 0]
+            if _numbers(value):
+                low = lows.get(key)
+                lows[key] = min([*nums, *([] if low is None else [low])], default=None)
+    return lows
+
+
+def _what(kind: type, low: int | float | None, many: bool) -> str:
+    noun = "integer" if kind is int else "number"
+    text = f"positive {noun}" if low is None else f"{noun} >= {low}"
+    if many:
+        return f"a non-empty comma-separated list of {text}s"
+    return f"an {text}" if text[0] in "aeiou" else f"a {text}"
+
+
+def validate(
+    table: Mapping[str, Mapping[str, Any]],
+    overrides: Mapping[str, Any],
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Raise ``ValueError`` (message naming the knob) for an override outside what is allowed.
+
+    Numbers must be > 0, or >= the smallest value of the size table when some profile uses
+    0 or less; strings (or each string of a list) must be among ``choices`` where given.
+    """
+    lows = lower_bounds(table)
+    choices = choices or {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        many = isinstance(value, (list, tuple))
+        if key in lows:
+            low = lows[key]
+            kind = int if all(isinstance(x, int) for x in _numbers(value)) else float
+            bad = [x for x in items if (x <= 0 if low is None else x < low)]
+            if bad or not items:
+                shown = ",".join(map(str, items)) if many else str(value)
+                raise ValueError(
+                    f"{flag(key)} must be {_what(kind, low, many)}, got {shown or repr('')}"
+                )
+        if key in choices:
+            bad = [x for x in items if x not in choices[key]]
+            if bad or (many and not items):
+                allowed = ", ".join(map(str, choices[key]))
+                what = "a comma-separated list drawn from" if many else "one of"
+                raise ValueError(
+                    f"{flag(key)} must be {what} {allowed}; got {', '.join(map(str, bad))!r}"
+                    if bad else f"{flag(key)} must be a non-empty list drawn from {allowed}"
+                )
 
 
 def _rank() -> int:
@@ -90,20 +211,30 @@ def bench_main(
     description: str | None = None,
     argv: Sequence[str] | None = None,
     name: str | None = None,
+    choices: Mapping[str, Sequence[str]] | None = None,
+    check: Callable[[Settings], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Parse the command line, resolve the profile, run, and print the result.
+    """Parse the command line, resolve the profile, validate, run, and print the result.
 
     Only rank 0 (of torchrun, mpiexec or srun) prints; ``run`` may return ``None`` on other
-    ranks. Bad input (unknown profile, GPU profile without a GPU) exits with status 2 and a
-    one-line message before any work.
+    ranks. Bad input (a value that does not parse, a number out of range, a string outside
+    ``choices``, settings that ``check`` rejects with ``ValueError``, an unknown profile, a
+    GPU profile without a GPU) exits with status 2 and one ``error:`` line on standard error
+    before any work.
     """
-    parser = build_parser(table, description)
+    parser = build_parser(table, description, choices)
     ns = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(ns).items() if k not in {"profile", "json"}}
     try:
+        validate(table, overrides, choices)
         settings = resolve(ns.profile, table, **overrides)
-    except ProfileError as err:
-        parser.exit(2, f"error: {err}\n")
+        if check is not None:
+            check(settings)
+    except ValueError as err:  # ProfileError is a ValueError
+        message = " ".join(str(err).split()) or type(err).__name__
+        if not message.startswith("error:"):
+            message = f"error: {message}"
+        parser.exit(2, message + "\n")
     result = run(settings)
     if result is None or _rank() != 0:
         return result

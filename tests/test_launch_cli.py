@@ -38,6 +38,75 @@ def test_bench_main_bad_profile_fails_fast(toy):
     assert "unknown profile 'huge'" in proc.stderr and "smoke, cpu, gpu, cluster" in proc.stderr
 
 
+CHECKED = textwrap.dedent('''
+    import sys
+    from hpcai.cli import bench_main
+    SIZES = {"smoke": {"n": 3, "scale": 0.5, "lo": 0, "sizes": [1, 2], "algo": "ring",
+                       "dtypes": ["float32"], "weak": False},
+             "cpu": {"n": 30, "scale": 1.0, "lo": -1, "sizes": [3], "algo": "ring",
+                     "dtypes": ["float32"], "weak": False}}
+    def check(S):
+        if S.n > 100:
+            raise ValueError(f"--n must be at most 100, got {S.n}")
+    def run(S):
+        print("WORK STARTED", file=sys.stderr)
+        return {"total": S.n * S.scale}
+    if __name__ == "__main__":
+        bench_main(run, SIZES, check=check,
+                   choices={"algo": ("ring", "tree"), "dtypes": ("float32", "float64")})
+''')
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--n", "-3"], ["--n", "positive integer", "-3"]),
+    (["--n", "0"], ["--n", "positive integer"]),
+    (["--n", "abc"], ["--n", "integer", "'abc'"]),
+    (["--n", "2.5"], ["--n", "integer"]),
+    (["--scale", "0"], ["--scale", "positive number"]),
+    (["--scale", "x"], ["--scale", "number"]),
+    (["--lo", "-2"], ["--lo", ">= -1"]),
+    (["--sizes", "4,0"], ["--sizes", "positive integers"]),
+    (["--sizes", "a,b"], ["--sizes", "integers"]),
+    (["--algo", "star"], ["--algo", "ring, tree", "star"]),
+    (["--dtypes", "float32,int8"], ["--dtypes", "float32, float64", "int8"]),
+    (["--weak", "maybe"], ["--weak", "true or false"]),
+    (["--n", "101"], ["--n", "at most 100"]),
+    (["--nn", "3"], ["unrecognized", "--nn"]),
+    (["--n"], ["--n", "expected one argument"]),
+])
+def test_bench_main_bad_values_give_one_error_line(tmp_path, args, words):
+    path = tmp_path / "checked.py"
+    path.write_text(CHECKED)
+    proc = subprocess.run([sys.executable, str(path), "--profile", "smoke", "--json", *args],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    assert proc.stdout == ""
+
+
+def test_bench_main_allows_what_the_table_allows(tmp_path):
+    path = tmp_path / "checked.py"
+    path.write_text(CHECKED)
+    out = run_script(path, profile="smoke", args=["--lo", "-1", "--algo", "tree",
+                                                  "--dtypes", "float64,float32", "--n", "100"])
+    assert out["settings"]["lo"] == -1 and out["settings"]["dtypes"] == ["float64", "float32"]
+    assert out["total"] == 50.0
+
+
+def test_validate_and_lower_bounds():
+    from hpcai.cli import lower_bounds, validate
+
+    table = {"smoke": {"n": 0, "x": 2.0, "k": [1, 2]}, "cpu": {"n": 5, "x": 1.0, "k": [3]}}
+    assert lower_bounds(table) == {"n": 0, "x": None, "k": None}
+    validate(table, {"n": 0, "x": 0.5, "k": [1], "other": None})
+    with pytest.raises(ValueError, match="--n must be an integer >= 0, got -1"):
+        validate({"a": {"n": 0}}, {"n": -1})
+    with pytest.raises(ValueError, match="--x must be a positive number"):
+        validate(table, {"x": 0.0})
+
+
 def test_run_script_rejects_unknown_profile_before_launching(toy):
     from hpcai import ProfileError
 

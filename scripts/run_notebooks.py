@@ -57,33 +57,56 @@ def toc_notebooks(toc: Path = ROOT / "_toc.yml") -> list[Path]:
     return found
 
 
-def execute(path: Path, profile: str, out_dir: Path, timeout: int) -> Outcome:
-    """Convert one MyST notebook and execute it with papermill; never raises."""
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def failed_cell(err: Exception) -> str:
+    """Which cell raised what, from papermill's error: number, first source line, exception."""
+    cell = getattr(err, "exec_count", None) or "?"
+    lines = [line for line in (getattr(err, "source", "") or "").splitlines() if line.strip()]
+    first = f" `{lines[0].strip()[:80]}`" if lines else ""
+    return f"cell [{cell}]{first} raised {err.ename}: {err.evalue}"
+
+
+def execute(path: Path, profile: str, out_dir: Path, timeout: int,
+            parameters: dict | None = None) -> Outcome:
+    """Convert one MyST notebook and execute it with papermill; never raises.
+
+    ``parameters`` default to ``{"profile": profile}`` (papermill injects a cell after the
+    parameters cell); with ``{}`` nothing is injected and the executed code equals the source
+    (the caller then passes the profile through ``$HPCAI_PROFILE``).
+    """
+    if parameters is None:
+        parameters = {"profile": profile}
     import jupytext
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{path.stem}.ipynb"
     started = time.perf_counter()
+    source = out_dir / f".{path.stem}.src.ipynb"
     try:
-        nb = jupytext.read(path)
-        source = out_dir / f".{path.stem}.src.ipynb"
-        jupytext.write(nb, source)
+        jupytext.write(jupytext.read(path), source)
         pm.execute_notebook(
-            str(source), str(output), parameters={"profile": profile},
+            str(source), str(output), parameters=parameters,
             cwd=str(path.parent), kernel_name="python3", progress_bar=False,
             execution_timeout=timeout, log_output=False,
         )
-        source.unlink()
         status, error = "ok", ""
     except Exception as err:  # noqa: BLE001 - the batch goes on and reports
         status = "FAILED"
         if hasattr(err, "ename"):  # papermill: the exception raised inside the notebook
-            cell = getattr(err, "exec_count", "?")
-            error = f"cell [{cell}] raised {err.ename}: {err.evalue}"
+            error = failed_cell(err)
         else:
             error = f"{type(err).__name__}: {str(err).strip()[:2000]}"
-    return Outcome(str(path.relative_to(ROOT)), str(output), status,
+    finally:
+        source.unlink(missing_ok=True)
+    return Outcome(shown(path), str(output), status,
                    time.perf_counter() - started, error)
 
 
@@ -105,7 +128,7 @@ def run(paths: list[Path], profile: str, out_dir: Path, timeout: int) -> list[Ou
     os.environ.setdefault("HPCAI_ROOT", str(ROOT))
     outcomes = []
     for path in paths:
-        print(f"executing {path.relative_to(ROOT)} at profile {profile} ...", flush=True)
+        print(f"executing {shown(path)} at profile {profile} ...", flush=True)
         outcomes.append(execute(path, profile, out_dir, timeout))
     (out_dir / "summary.json").write_text(
         json.dumps([asdict(o) for o in outcomes], indent=1) + "\n", encoding="utf-8")

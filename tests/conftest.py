@@ -1,8 +1,12 @@
-"""Shared fixtures: the repository root, and results written to a temporary folder."""
+"""Shared fixtures: the repository root, results written to a temporary folder, and the book
+built once at the smoke profile."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,3 +25,44 @@ def results_tmp(tmp_path, monkeypatch):
     """Send hpcai.record output to a temporary folder."""
     monkeypatch.setenv("HPCAI_RESULTS_DIR", str(tmp_path / "results"))
     return tmp_path / "results"
+
+
+class SmokeBook:
+    """The book built once per session at the smoke profile by ``scripts/build_book.py``.
+
+    Attributes (also readable as ``book["html"]``): ``out`` (the build folder), ``html`` (the
+    HTML folder), ``executed`` (the executed ``.ipynb`` and ``summary.json``), ``cache`` (the
+    jupyter-cache), ``log`` (everything the build printed), ``returncode``, and ``status``
+    (``{notebook path relative to the repository: summary row}``).
+    """
+
+    def __init__(self, out: Path, returncode: int, log: str) -> None:
+        self.out = out
+        self.html = out / "_build" / "html"
+        self.executed = out / "_build" / "executed" / "smoke"
+        self.cache = out / "_build" / ".jupyter_cache"
+        self.returncode = returncode
+        self.log = log
+        summary = self.executed / "summary.json"
+        rows = json.loads(summary.read_text())["notebooks"] if summary.exists() else []
+        self.status = {row["notebook"]: row for row in rows}
+
+    def __getitem__(self, key: str) -> object:
+        return getattr(self, key)
+
+
+@pytest.fixture(scope="session")
+def smoke_book() -> SmokeBook:
+    """Build the whole book at smoke, cold, once: each notebook executes exactly once.
+
+    The book build, the per-notebook checks, the classroom bundle and the browser test all
+    read this one build; jupyter-book finds every execution in the cache.
+    """
+    out = ROOT / "_build" / "test" / "book"
+    shutil.rmtree(out, ignore_errors=True)  # cold: no cached execution hides a failure
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--profile", "smoke",
+         "--out", str(out), "--strict", "--keep-going", "--no-setup"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    return SmokeBook(out, proc.returncode, proc.stdout + proc.stderr)

@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""Build the book at one profile, executing every notebook exactly once.
+
+    python scripts/build_book.py --profile cpu                  # what `make book` runs
+    python scripts/build_book.py --profile smoke --out _build/test/book --strict --no-setup
+
+The steps, in order:
+
+1. check the profile against this machine (``hpcai.profiles.check_profile``); a bad one stops
+   here with ``error: ...`` and exit status 2, before anything is drawn or executed;
+2. as root on Debian or Ubuntu, when ``sbatch`` is missing or the local cluster is down, run
+   ``scripts/setup_machine.sh`` (SLURM, munge and the two-node local cluster), unless
+   ``--no-setup``;
+3. execute every notebook of ``_toc.yml`` with papermill, *without* injecting parameters
+   (``$HPCAI_PROFILE`` carries the profile, so the executed code equals the source), into
+   ``<out>/_build/executed/<profile>/``. A notebook whose execution is already in the cache,
+   unchanged, is not executed again. A notebook that raises stops the build (``--keep-going``
+   executes the others first), naming the notebook, the cell and the exception;
+4. store each execution in myst-nb's jupyter-cache (``<out>/_build/.jupyter_cache``, the
+   cache that ``execute_notebooks: cache`` reads), keyed as myst-nb keys it;
+5. ``jupyter-book build``, which finds every notebook in the cache and executes none
+   (``--strict`` adds ``-W -n --keep-going``);
+6. print the pages that ran without a capability (a cluster, a GPU) with the command that
+   enables each, and where the book is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+from run_notebooks import Outcome, execute, shown, toc_notebooks  # noqa: E402
+
+from hpcai.profiles import PROFILES, ProfileError, check_profile  # noqa: E402
+
+SETUP = ROOT / "scripts" / "setup_machine.sh"
+# What myst-nb logs when it runs a notebook itself (a cache miss) ...
+EXECUTING = re.compile(r"Executing notebook using")
+# ... and when it takes the outputs from the cache.
+CACHED = re.compile(r"Using cached notebook: ID=")
+
+
+class BuildError(RuntimeError):
+    """A notebook that cannot be executed or cached; the message names it."""
+
+
+def default_out(profile: str) -> Path:
+    """Where a profile builds: the repository for cpu, its own folder for the others."""
+    return ROOT if profile == "cpu" else ROOT / "_build" / "profiles" / profile
+
+
+# --- step 2: the machine -------------------------------------------------------------------
+
+def cluster_up() -> bool:
+    """True when ``sbatch`` exists and ``sinfo`` answers with at least one usable node."""
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    states = proc.stdout.split()
+    return proc.returncode == 0 and any(
+        s.rstrip("*~#") in {"idle", "mixed", "allocated", "completing"} for s in states)
+
+
+def is_debian() -> bool:
+    return Path("/etc/debian_version").exists()
+
+
+def set_up_machine() -> None:
+    """As root on Debian/Ubuntu, install and start what the book needs (never fatal)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and is_debian()):
+        return
+    if cluster_up():
+        return
+    if not (SETUP.is_file() and os.access(SETUP, os.X_OK)):
+        print(f"setup: no cluster here, and {shown(SETUP)} is missing; going on without one")
+        return
+    print(f"setup: running as root on Debian and no SLURM cluster answers: {shown(SETUP)}",
+          flush=True)
+    proc = subprocess.run([str(SETUP)], cwd=ROOT)
+    if proc.returncode != 0:
+        print(f"setup: {shown(SETUP)} exited {proc.returncode}; going on without a cluster")
+
+
+# --- steps 3 and 4: execute once, cache as myst-nb keys it ---------------------------------
+
+def md_config() -> Any:
+    """The MyST parser configuration of the book (``parse:`` in ``_config.yml``).
+
+    myst-nb reads a MyST notebook with it; the same reading gives the same cells.
+    """
+    import yaml
+    from myst_parser.config.main import MdParserConfig
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8")) or {}
+    parse = config.get("parse") or {}
+    known = set(MdParserConfig.__dataclass_fields__)
+    kwargs: dict[str, Any] = {}
+    for key, value in parse.items():
+        name = key.removeprefix("myst_")
+        if name == "enable_extensions":
+            kwargs[name] = set(value)
+        elif name in known:
+            kwargs[name] = value
+    return MdParserConfig(**kwargs)
+
+
+def read_as_myst_nb(path: Path, config: Any) -> Any:
+    """The notebook exactly as myst-nb reads ``path`` during the book build."""
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    return read_myst_markdown_notebook(path.read_text(encoding="utf-8"), config=config,
+                                       add_source_map=True, path=str(path))
+
+
+def code_sources(nb: Any) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def with_outputs(source_nb: Any, executed: Any, name: str) -> Any:
+    """``source_nb`` (as myst-nb reads it) with the outputs of ``executed``, cell by cell."""
+    nb = copy.deepcopy(source_nb)
+    ran = [c for c in executed.cells if c.cell_type == "code"]
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    if [c.source for c in ran] != [c.source for c in cells]:
+        raise BuildError(f"{name}: the executed code cells differ from the source as myst-nb "
+                         "reads it (jupytext and myst-nb disagree); cannot reuse the run")
+    for cell, done in zip(cells, ran):
+        cell.outputs = done.outputs
+        cell.execution_count = done.execution_count
+    for key in ("language_info", "widgets"):
+        if key in executed.metadata:
+            nb.metadata[key] = executed.metadata[key]
+    return nb
+
+
+def failure_message(outcome: Outcome, path: Path) -> str:
+    return f"{shown(path)}: {outcome.error}"
+
+
+def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache_dir: Path,
+                      timeout: int, keep_going: bool = False) -> list[Outcome]:
+    """Steps 3 and 4: execute each notebook once (unless cached) and cache its outputs.
+
+    Returns one outcome per notebook (status ``ok``, ``cached`` or ``FAILED``); stops at the
+    first failure unless ``keep_going``. Writes ``summary.json`` into ``executed_dir``.
+    """
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    os.environ["HPCAI_PROFILE"] = profile  # the kernel inherits it; no parameter is injected
+    os.environ.setdefault("HPCAI_ROOT", str(ROOT))
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    cache = get_cache(str(cache_dir))
+    config = md_config()
+    outcomes: list[Outcome] = []
+    for path in paths:
+        name = shown(path)
+        source_nb = read_as_myst_nb(path, config)
+        target = executed_dir / f"{path.stem}.ipynb"
+        try:
+            cache.match_cache_notebook(source_nb)
+            hit = True
+        except KeyError:
+            hit = False
+        if hit:
+            current = target.exists() and code_sources(
+                nbformat.read(target, as_version=4)) == code_sources(source_nb)
+            if not current:  # the cache holds this run; write the executed copy from it
+                _, merged = cache.merge_match_into_notebook(source_nb)
+                nbformat.write(merged, target)
+            print(f"cached    {name} (unchanged since its last execution)", flush=True)
+            outcomes.append(Outcome(name, str(target), "cached", 0.0))
+            continue
+        print(f"executing {name} at profile {profile} ...", flush=True)
+        outcome = execute(path, profile, executed_dir, timeout, parameters={})
+        outcome.notebook = name
+        outcomes.append(outcome)
+        if outcome.status != "ok":
+            print(f"FAILED    {failure_message(outcome, path)}", flush=True)
+            if not keep_going:
+                break
+            continue
+        executed = nbformat.read(target, as_version=4)
+        nb = with_outputs(source_nb, executed, name)
+        cache.cache_notebook_bundle(
+            CacheBundleIn(nb, str(path), data={"execution_seconds": outcome.seconds}),
+            check_validity=False, overwrite=True)
+        print(f"ok        {name} in {outcome.seconds:.1f} s", flush=True)
+    (executed_dir / "summary.json").write_text(
+        json.dumps({"profile": profile, "notebooks": [asdict(o) for o in outcomes]},
+                   indent=1) + "\n", encoding="utf-8")
+    return outcomes
+
+
+# --- step 5: the HTML ----------------------------------------------------------------------
+
+def jupyter_book(out: Path, profile: str, strict: bool) -> tuple[int, str]:
+    """Run ``jupyter-book build``, echo its output, and return (exit status, log)."""
+    bindir = Path(sys.executable).parent
+    jb = bindir / "jupyter-book"
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(ROOT),
+           "--path-output", str(out)]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    env = {**os.environ, "HPCAI_PROFILE": profile,
+           "PATH": os.pathsep.join([str(bindir), os.environ.get("PATH", "")])}
+    print("$ " + " ".join(cmd), flush=True)
+    lines: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env, cwd=ROOT) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            lines.append(line)
+    log = "".join(lines)
+    (out / "_build").mkdir(parents=True, exist_ok=True)
+    (out / "_build" / "jupyter-book.log").write_text(log, encoding="utf-8")
+    return proc.returncode, log
+
+
+# --- step 6: what is missing ---------------------------------------------------------------
+
+def capability_summary(paths: list[Path]) -> None:
+    try:
+        from hpcai.capabilities import missing
+    except ImportError:
+        return
+    rows = missing(paths)
+    if not rows:
+        print("every page ran with everything it can use (cluster, GPU)")
+        return
+    print(f"{len(rows)} page(s) ran without a capability:")
+    for row in rows:
+        print(f"  {row['page']}: no {row['capability']}; enable with: {row['enable']}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default=os.environ.get("PROFILE") or "cpu",
+                        help=f"one of {', '.join(PROFILES)} (default: $PROFILE or cpu)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="build folder (default: . for cpu, _build/profiles/<profile>)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--strict", action="store_true",
+                        help="jupyter-book with -W -n --keep-going (warnings are errors)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="execute every notebook even after one fails")
+    parser.add_argument("--no-setup", action="store_true",
+                        help="never install or start SLURM (step 2)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only check the profile (step 1) and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, notebooks: list[Path] | None = None) -> int:
+    ns = parse_args(argv)
+    try:
+        profile = check_profile(ns.profile)
+    except ProfileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if ns.check_only:
+        return 0
+    out = (ns.out or default_out(profile)).resolve()
+    started = time.perf_counter()
+    if not ns.no_setup:
+        set_up_machine()
+    paths = notebooks or toc_notebooks()
+    executed_dir = out / "_build" / "executed" / profile
+    cache_dir = out / "_build" / ".jupyter_cache"
+    outcomes = execute_and_cache(paths, profile, executed_dir, cache_dir, ns.timeout,
+                                 keep_going=ns.keep_going)
+    failed = [o for o in outcomes if o.status == "FAILED"]
+    if failed:
+        print(f"\nerror: {len(failed)} notebook(s) raised at profile {profile}; "
+              "the book was not built:", file=sys.stderr)
+        for o in failed:
+            print(f"  {o.notebook}: {o.error}", file=sys.stderr)
+        return 1
+    if notebooks is not None:  # a partial run (tests): no book from a subset of the pages
+        return 0
+    rc, log = jupyter_book(out, profile, ns.strict)
+    reran = len(EXECUTING.findall(log))
+    print(f"\nexecuted {sum(o.status == 'ok' for o in outcomes)} notebook(s), "
+          f"{sum(o.status == 'cached' for o in outcomes)} from the cache; jupyter-book "
+          f"executed {reran}; {time.perf_counter() - started:.0f} s in all")
+    if reran:
+        print(f"warning: jupyter-book executed {reran} notebook(s) itself: the cache did "
+              "not match what myst-nb read")
+    if rc != 0:
+        print(f"error: jupyter-book build exited {rc}", file=sys.stderr)
+        return 1
+    capability_summary(paths)
+    print(f"\nThe book is at {out / '_build' / 'html' / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

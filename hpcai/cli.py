@@ -89,15 +89,31 @@ def _parse_list(kind: type) -> Callable[[str], list[Any]]:
     return parse
 
 
+def _inner(example: list[Any] | tuple[Any, ...]) -> type:
+    if any(isinstance(x, float) for x in example):
+        return float
+    return type(example[0]) if example else str
+
+
 def _converter(example: Any) -> Callable[[str], Any]:
     if isinstance(example, bool):
         return _parse_bool
     if isinstance(example, (list, tuple)):
-        inner = type(example[0]) if example else str
-        return _parse_list(inner)
+        return _parse_list(_inner(example))
     if isinstance(example, (int, float)):
         return _parse_scalar(type(example))
     return str
+
+
+def _metavar(example: Any, allowed: Sequence[str] | None) -> str:
+    """What ``--help`` shows after the flag: INT, NUMBER, BOOL, TEXT, {a,b}, INT,... ."""
+    names = {bool: "BOOL", int: "INT", float: "NUMBER", str: "TEXT"}
+    if isinstance(example, (list, tuple)):
+        one = "{" + ",".join(allowed) + "}" if allowed else names.get(_inner(example), "TEXT")
+        return f"{one},..."
+    if allowed:
+        return "{" + ",".join(allowed) + "}"
+    return names.get(type(example), "TEXT")
 
 
 def build_parser(
@@ -105,9 +121,17 @@ def build_parser(
     description: str | None,
     choices: Mapping[str, Sequence[str]] | None = None,
 ) -> argparse.ArgumentParser:
-    """An argument parser with ``--profile``, ``--json`` and one ``--KNOB`` per setting."""
+    """An argument parser with ``--profile``, ``--json`` and one ``--KNOB`` per setting.
+
+    Each knob's metavar says its kind (``INT``, ``NUMBER``, ``BOOL``, ``TEXT``, ``{a,b}``
+    for a choice, a trailing ``,...`` for a comma-separated list); tests read it from
+    ``--help``.
+    """
     parser = _Parser(description=description)
     choices = choices or {}
+    unknown = set(choices) - {k for row in table.values() for k in row}
+    if unknown:
+        raise ValueError(f"choices= names knobs that no profile has: {sorted(unknown)}")
     parser.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} "
                         "(default: $HPCAI_PROFILE or cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
@@ -116,9 +140,9 @@ def build_parser(
         for key, value in row.items():
             example.setdefault(key, value)
     for key, value in example.items():
-        allowed = f"; one of {', '.join(choices[key])}" if key in choices else ""
         parser.add_argument(flag(key), dest=key, default=None, type=_converter(value),
-                            help=f"(cpu profile: {value!r}{allowed})")
+                            metavar=_metavar(value, choices.get(key)),
+                            help=f"(cpu profile: {value!r})")
     return parser
 
 

@@ -1,0 +1,122 @@
+"""hpcai.capabilities: what a page needs, the note it shows, and the build's summary."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hpcai import capabilities as caps
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+%s---
+
+# Title
+"""
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Pretend this machine has exactly the capabilities in the returned set."""
+    have: set[str] = set()
+    monkeypatch.setattr(caps, "_available", lambda name: name in have)
+    return have
+
+
+def page(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "page.md"
+    path.write_text(HEADER % extra, encoding="utf-8")
+    return path
+
+
+def test_known_capabilities_have_an_enable_command():
+    assert set(caps.CAPABILITIES) == {"slurm", "slurm-2nodes", "gpu", "gpus-2"}
+    for name in caps.CAPABILITIES:
+        assert caps.enable_command(name)
+        assert caps.describe(name)
+    assert "local_slurm.sh up --nodes 2" in caps.enable_command("slurm")
+    assert "PROFILE=gpu" in caps.enable_command("gpu")
+    with pytest.raises(ValueError, match="unknown capability 'tpu'"):
+        caps.available("tpu")
+
+
+def test_needs_reads_the_front_matter(tmp_path):
+    assert caps.needs(page(tmp_path, "hpcai:\n  needs: [slurm, gpu]\n")) == ["slurm", "gpu"]
+    assert caps.needs(page(tmp_path, "hpcai: {needs: gpu}\n")) == ["gpu"]
+    assert caps.needs(page(tmp_path, "")) == []
+    with pytest.raises(ValueError, match="unknown capability"):
+        caps.needs(page(tmp_path, "hpcai: {needs: [tpu]}\n"))
+
+
+def test_jupytext_keeps_the_key(tmp_path):
+    import jupytext
+
+    nb = jupytext.read(page(tmp_path, "hpcai:\n  needs: [slurm]\n"))
+    assert nb.metadata["hpcai"] == {"needs": ["slurm"]}
+
+
+def test_missing_lists_page_capability_and_command(tmp_path, fake):
+    path = page(tmp_path, "hpcai: {needs: [slurm, gpu]}\n")
+    fake.add("slurm")
+    rows = caps.missing([path])
+    assert rows == [{"page": str(path), "capability": "gpu",
+                     "enable": caps.enable_command("gpu")}]
+    text = caps.format_missing(rows)
+    assert "without a CUDA GPU" in text and caps.enable_command("gpu") in text
+    fake.add("gpu")
+    assert caps.missing([path]) == []
+    assert "Every page" in caps.format_missing([])
+
+
+def test_page_note_is_one_admonition_or_nothing(fake, capsys):
+    bundle = caps.note_bundle(["slurm", "gpu"])
+    assert bundle is not None
+    assert bundle["text/html"].count('class="admonition ') == 1
+    assert 'class="admonition-title"' in bundle["text/html"]
+    assert "a SLURM cluster and a CUDA GPU" in bundle["text/plain"]
+    assert caps.enable_command("slurm") in bundle["text/plain"]
+    assert caps.page_note("slurm") == ["slurm"]  # outside a kernel it prints
+    assert "without a SLURM cluster" in capsys.readouterr().out
+    fake.update({"slurm", "gpu"})
+    assert caps.note_bundle(["slurm", "gpu"]) is None
+    assert caps.page_note("slurm", "gpu") == []
+    assert capsys.readouterr().out == ""
+
+
+def test_glue_sentence_picks_the_sentence():
+    assert caps.glue_sentence("k", "took 1.0 s", "runs on a cluster") == "took 1.0 s"
+    assert caps.glue_sentence("k", None, "runs on a cluster") == "runs on a cluster"
+    assert caps.glue_sentence("k", "took 1.0 s", "other", measured=False) == "other"
+    with pytest.raises(ValueError):
+        caps.glue_sentence("k", None, "other", measured=True)
+
+
+@pytest.mark.parametrize("reason, cap", [
+    ("needs sbatch on the PATH", "slurm"), ("no SLURM cluster", "slurm"),
+    ("profile 'gpu' needs a CUDA GPU", "gpu"), ("NCCL needs 2 GPUs", "gpu"),
+    ("mpi4py missing", None), ("", None),
+])
+def test_skip_reasons_are_classified(reason, cap):
+    assert caps.skip_capability(reason) == cap
+
+
+def test_notebooks_declare_what_their_page_note_checks():
+    """A page that calls page_note(...) declares the same capabilities in its header."""
+    for nb in sorted((ROOT / "notebooks").glob("*.md")):
+        text = nb.read_text(encoding="utf-8")
+        calls = re.findall(r"page_note\(([^)]*)\)", text)
+        noted = {c for call in calls for c in re.findall(r"[\"']([\w-]+)[\"']", call)}
+        assert noted == set(caps.needs(nb)), f"{nb.name}: page_note {noted} vs needs"
+
+
+def test_available_answers_without_error():
+    caps.refresh()
+    for name in caps.CAPABILITIES:
+        assert isinstance(caps.available(name), bool)
+    if caps.available("slurm-2nodes"):
+        assert caps.available("slurm") and len(caps.nodes_up()) >= 2

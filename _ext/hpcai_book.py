@@ -2,11 +2,20 @@
 
 * draws the code-drawn figures before the pages are read;
 * serves MathJax from the built book itself (``_static/mathjax/``), copied from the pinned
-  ``django-static-mathjax`` package, so no page depends on a CDN.
+  ``django-static-mathjax`` package, so no page depends on a CDN;
+* makes the repository URL one setting: ``repository.url`` in ``_config.yml``, or the
+  environment variable ``HPCAI_REPOSITORY_URL`` (which wins). With a URL the pages get the
+  repository, issues and edit buttons and the Binder/Colab launch buttons; without one
+  (the default) they get none of them, so no page links to a repository that is not there;
+* keeps every page clean in a browser (``tests/test_browser.py``): no widget JavaScript from a
+  CDN (the book's widgets only work in a live notebook), no inline script added twice (the
+  thebe and togglebutton set-up scripts are otherwise declared twice, a JavaScript error),
+  and a valid default colour mode.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +33,76 @@ def _draw_figures(app: Any) -> None:
 
     paths = draw_all(ROOT / "figures" / "generated")
     print(f"hpcai_book: drew {len(paths)} figures into figures/generated/")
+
+
+REPOSITORY_ENV = "HPCAI_REPOSITORY_URL"
+# Theme options that are links into the repository; all on with a URL, all off without one.
+REPOSITORY_BUTTONS = ("use_repository_button", "use_issues_button", "use_edit_page_button",
+                      "use_source_button")
+# Launch providers: each builds its link from the repository URL.
+LAUNCH_PROVIDERS = ("binderhub_url", "jupyterhub_url", "colab_url", "deepnote_url",
+                    "jupyterlite_url")
+
+
+def repository_url(theme_options: dict[str, Any]) -> str:
+    """The book's repository URL: ``$HPCAI_REPOSITORY_URL``, else ``repository.url``; or ''."""
+    url = os.environ.get(REPOSITORY_ENV)
+    if url is None:
+        url = theme_options.get("repository_url") or ""
+    return url.strip().rstrip("/")
+
+
+def apply_repository_setting(theme_options: dict[str, Any]) -> dict[str, Any]:
+    """Switch every repository-dependent button on (a URL is set) or off (none is)."""
+    url = repository_url(theme_options)
+    launch = dict(theme_options.get("launch_buttons") or {})
+    if url:
+        theme_options["repository_url"] = url
+        for button in REPOSITORY_BUTTONS:
+            theme_options[button] = True
+    else:
+        theme_options.pop("repository_url", None)
+        for button in REPOSITORY_BUTTONS:
+            theme_options[button] = False
+        for provider in LAUNCH_PROVIDERS:
+            launch.pop(provider, None)
+        launch["thebe"] = False
+    theme_options["launch_buttons"] = launch
+    return theme_options
+
+
+def _use_repository_setting(app: Any, config: Any) -> None:
+    options = apply_repository_setting(dict(config.html_theme_options))
+    # pydata-sphinx-theme logs a console error on first visit when no default mode is set.
+    options.setdefault("default_mode", "auto")
+    config.html_theme_options = options
+
+
+def _offline_widgets(app: Any, config: Any) -> None:
+    # myst-nb loads RequireJS and the widget manager from CDNs on any page that saved widget
+    # state; the book is read offline and its widgets need a kernel anyway.
+    config.nb_ipywidgets_js = {}
+
+
+def _script_key(script: Any) -> tuple[str, str]:
+    attributes = getattr(script, "attributes", {}) or {}
+    return (str(getattr(script, "filename", script)), repr(sorted(attributes.items())))
+
+
+def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[str, Any],
+                    doctree: Any) -> None:
+    """Drop scripts (inline ones included) that an extension added more than once."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for script in scripts:
+        key = _script_key(script)
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
 
 
 def _mathjax_source() -> Path:
@@ -51,7 +130,12 @@ def _copy_mathjax(app: Any, exception: Exception | None) -> None:
 
 
 def setup(app: Any) -> dict[str, Any]:
+    # Code fits or scrolls visibly (_static/page.css; checked by tests/test_browser.py).
+    app.add_css_file("page.css")
     app.connect("config-inited", _use_local_mathjax)
+    app.connect("config-inited", _use_repository_setting)
+    app.connect("config-inited", _offline_widgets)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("builder-inited", _draw_figures)
     app.connect("build-finished", _copy_mathjax)
     return {"version": "0.2", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -36,6 +36,7 @@ import statistics
 import numpy as np
 
 from hpcai.cli import bench_main
+from hpcai.dist import node_name
 
 SIZES = {
     # n: trapezoids in total (strong scaling) or per rank (weak scaling, --weak true)
@@ -127,6 +128,8 @@ def run(S) -> dict | None:
         raise SystemExit(f"n and repeats must be positive, got n={n_arg}, repeats={repeats}")
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
+    # where every rank runs: rank 0 gathers the node names (SLURMD_NODENAME under SLURM)
+    nodes = comm.gather(node_name(), root=0)
     n = n_arg * size if S.weak else n_arg
     lo, hi = block(rank, size, n)
 
@@ -174,6 +177,7 @@ def run(S) -> dict | None:
         "ns_per_trapezoid": statistics.median(times) * size / n * 1e9,
         **(_efficiency(serial, times, size, bool(S.weak)) if S.baseline else {}),
         "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+        "placement": [{"rank": r, "node": name} for r, name in enumerate(nodes)],
     }
 
 

@@ -95,6 +95,7 @@ class Capability:
 
     name: str
     what: str       # "a SLURM cluster": completes "built without ..."
+    lack: str       # "no SLURM cluster": completes "N tests skipped: ..."
     enable: str     # the one command (or step) that provides it
     check: Callable[[], bool]
 
@@ -146,13 +147,14 @@ def _cuda_devices() -> int:
 CAPABILITIES: dict[str, Capability] = {
     c.name: c
     for c in (
-        Capability("slurm", "a SLURM cluster", CLUSTER_UP, _has_slurm),
-        Capability("slurm-2nodes", "a SLURM cluster of two nodes", CLUSTER_UP,
+        Capability("slurm", "a SLURM cluster", "no SLURM cluster", CLUSTER_UP, _has_slurm),
+        Capability("slurm-2nodes", "a SLURM cluster of two nodes",
+                   "no SLURM cluster of two nodes", CLUSTER_UP,
                    lambda: len(nodes_up()) >= 2),
-        Capability("gpu", "a CUDA GPU",
+        Capability("gpu", "a CUDA GPU", "no CUDA GPU",
                    "build on a machine with an NVIDIA GPU: make book PROFILE=gpu",
                    lambda: _cuda_devices() >= 1),
-        Capability("gpus-2", "two CUDA GPUs",
+        Capability("gpus-2", "two CUDA GPUs", "fewer than two CUDA GPUs",
                    "build on a machine with two or more NVIDIA GPUs: make book PROFILE=gpu",
                    lambda: _cuda_devices() >= 2),
     )
@@ -339,14 +341,45 @@ def glue_sentence(
 # --- tests ---------------------------------------------------------------------------------
 
 _SKIP_PATTERNS = (
+    ("slurm-2nodes", re.compile(r"(two|2|usable) nodes?|node\(s\)|not 2\b", re.IGNORECASE)),
     ("slurm", re.compile(r"slurm|sbatch|sinfo|srun|cluster", re.IGNORECASE)),
+    ("gpus-2", re.compile(r"(two|2|more) (cuda )?gpus", re.IGNORECASE)),
     ("gpu", re.compile(r"\bgpus?\b|cuda|nccl", re.IGNORECASE)),
 )
+_TEST_ENABLE = {
+    "gpu": "run make test on a machine with an NVIDIA GPU",
+    "gpus-2": "run make test on a machine with two or more NVIDIA GPUs",
+}
 
 
 def skip_capability(reason: str) -> str | None:
-    """``"slurm"`` or ``"gpu"`` when a test's skip reason is about a missing cluster or GPU."""
+    """The capability a test's skip reason is about ("slurm", "gpu", ...), or ``None``."""
     for cap, pattern in _SKIP_PATTERNS:
         if pattern.search(reason or ""):
             return cap
     return None
+
+
+def skip_summary(
+    reasons: Iterable[str], *, have: Callable[[str], bool] | None = None
+) -> list[str]:
+    """Lines that close a test run: how many tests were skipped for want of each capability
+    this machine lacks, and the command that enables it.
+
+    A skip whose reason names a capability the machine *has* (e.g. "checks the refusal on
+    machines without a GPU", skipped on a GPU machine) is not counted.
+    """
+    have = have or available
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        cap = skip_capability(reason)
+        if cap is not None and not have(cap):
+            counts[cap] = counts.get(cap, 0) + 1
+    lines = []
+    for cap in CAPABILITIES:
+        if cap in counts:
+            n = counts[cap]
+            enable = _TEST_ENABLE.get(cap, enable_command(cap))
+            lines.append(f"{n} test{'s' if n != 1 else ''} skipped: {CAPABILITIES[cap].lack}"
+                         f" -- enable: {enable}")
+    return lines

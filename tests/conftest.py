@@ -66,3 +66,19 @@ def smoke_book() -> SmokeBook:
         capture_output=True, text=True, cwd=ROOT,
     )
     return SmokeBook(out, proc.returncode, proc.stdout + proc.stderr)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """End the run with how many tests were skipped for want of a cluster or a GPU, and the
+    command that enables them (hpcai.capabilities)."""
+    from hpcai.capabilities import skip_summary
+
+    reasons = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reasons.append(str(longrepr[2] if isinstance(longrepr, tuple) else longrepr))
+    lines = skip_summary(reasons)
+    if lines:
+        terminalreporter.write_sep("-", "skipped for want of a cluster or a GPU")
+        for line in lines:
+            terminalreporter.write_line(line)

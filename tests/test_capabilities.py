@@ -98,7 +98,8 @@ def test_glue_sentence_picks_the_sentence():
 
 @pytest.mark.parametrize("reason, cap", [
     ("needs sbatch on the PATH", "slurm"), ("no SLURM cluster", "slurm"),
-    ("profile 'gpu' needs a CUDA GPU", "gpu"), ("NCCL needs 2 GPUs", "gpu"),
+    ("profile 'gpu' needs a CUDA GPU", "gpu"), ("NCCL needs 2 GPUs", "gpus-2"),
+    ("1 usable node(s), not 2", "slurm-2nodes"),
     ("mpi4py missing", None), ("", None),
 ])
 def test_skip_reasons_are_classified(reason, cap):
@@ -120,3 +121,54 @@ def test_available_answers_without_error():
         assert isinstance(caps.available(name), bool)
     if caps.available("slurm-2nodes"):
         assert caps.available("slurm") and len(caps.nodes_up()) >= 2
+
+
+def test_skip_summary_counts_only_what_is_missing():
+    reasons = ["Skipped: sbatch is not on the PATH (scripts/local_slurm.sh up)"] * 3 + [
+        "Skipped: the SLURM cluster has 1 usable node(s), not 2; start one",
+        "Skipped: needs a CUDA GPU",
+        "Skipped: checks the refusal on machines without a GPU",
+        "Skipped: gcc not installed",
+    ]
+    lines = caps.skip_summary(reasons, have=lambda cap: False)
+    assert lines[0] == ("3 tests skipped: no SLURM cluster -- enable: "
+                        "sudo scripts/local_slurm.sh up --nodes 2")
+    assert lines[1].startswith("1 test skipped: no SLURM cluster of two nodes -- enable: ")
+    assert lines[2].startswith("2 tests skipped: no CUDA GPU -- enable: ")
+    assert len(lines) == 3
+    # on a machine that has them, nothing is reported missing
+    assert caps.skip_summary(reasons, have=lambda cap: True) == []
+
+
+def test_make_test_ends_with_the_skip_summary(tmp_path):
+    """The hook in tests/conftest.py, run by pytest on a tiny test file."""
+    import subprocess
+    import sys
+
+    (tmp_path / "conftest.py").write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('book_conftest', {str(ROOT / 'tests' / 'conftest.py')!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(mod)\n"
+        "pytest_terminal_summary = mod.pytest_terminal_summary\n"
+        "import hpcai.capabilities as caps\n"
+        "caps._available = lambda name: False   # this pretend machine has nothing\n")
+    (tmp_path / "test_tiny.py").write_text(
+        "import pytest\n"
+        "pytestmark = []\n"
+        "@pytest.mark.skipif(True, reason='sbatch is not on the PATH')\n"
+        "def test_a(): pass\n"
+        "@pytest.mark.skipif(True, reason='sbatch is not on the PATH')\n"
+        "def test_b(): pass\n"
+        "def test_c(): pytest.skip('needs a CUDA GPU')\n"
+        "def test_d(): pytest.skip('gcc not installed')\n"
+        "def test_e(): pass\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(tmp_path)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    tail = proc.stdout.strip().splitlines()[-4:]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("2 tests skipped: no SLURM cluster -- enable: "
+            "sudo scripts/local_slurm.sh up --nodes 2") in tail
+    assert any(line.startswith("1 test skipped: no CUDA GPU -- enable:") for line in tail)
+    assert "1 passed, 4 skipped" in tail[-1]

@@ -3,9 +3,10 @@
 Both figures are drawn from data, not by hand:
 
 * :func:`draw_collective` draws one collective from the before/after buffers of every rank, in
-  the format returned by ``scripts/bench/mpi_collectives.py`` (``(p, k)`` integers per rank,
-  rank ``r`` block ``j`` holding ``100 r + 10 j + i``, ``-1`` for an empty slot). The notebook
-  feeds it buffers that MPI really produced; :func:`draw` feeds it the NumPy reference.
+  the format of :mod:`hpcai.mpi_reference` (``(p, k)`` integers per rank, rank ``r`` block
+  ``j`` holding ``100 r + 10 j + i``, ``-1`` for an empty slot), which
+  ``scripts/bench/mpi_collectives.py`` also returns. The notebook feeds it buffers that MPI
+  really produced; :func:`draw` feeds it the NumPy reference.
 * :func:`ring_states` simulates the ring all-reduce and records, after every step, which ranks'
   contributions each chunk on each rank holds; :func:`draw_ring` draws that table.
 """
@@ -95,7 +96,7 @@ def ring_states(p: int) -> list[tuple[str, list[list[frozenset[int]]]]]:
     """Simulate a ring all-reduce on ``p`` ranks; return (caption, state) after every step.
 
     ``state[r][c]`` is the set of ranks whose contribution chunk ``c`` on rank ``r`` contains.
-    The schedule is the one of ``hpcai.collectives.ring_allreduce_``.
+    The schedule is the one of ``hpcai.allreduce.ring_allreduce_``.
     """
     state = [[frozenset({r}) for _ in range(p)] for r in range(p)]
     out = [("start", [row[:] for row in state])]
@@ -141,13 +142,12 @@ def draw_ring(p: int = 4):
 
 
 def _reference_checks(p: int = 4) -> dict:
-    from hpcai.launch import load_script
+    from hpcai.mpi_reference import OPS, initial, reference
 
-    mc = load_script("mpi_collectives")
     checks = {}
-    for op in mc.OPS:
-        before = [mc.initial(op, r, p, 1) for r in range(p)]
-        after = mc.reference(op, before)
+    for op in OPS:
+        before = [initial(op, r, p, 1) for r in range(p)]
+        after = reference(op, before)
         checks[op] = {"before": [b.tolist() for b in before],
                       "after": [a.tolist() for a in after]}
     return checks

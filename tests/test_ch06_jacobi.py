@@ -48,8 +48,9 @@ def test_two_ranks_match_the_reference_exactly(solved):
     out = solved
     assert out["world"] == 2 and out["backend"] == "gloo"
     assert out["max_err_vs_reference"] == 0.0 and out["blocking_max_err"] == 0.0
-    for key in ("time_s", "compute_s", "comm_s"):
+    for key in ("median_s", "compute_s", "comm_s"):
         assert out[key] > 0
+    assert out["iqr_s"] >= 0 and [p["rank"] for p in out["placement"]] == [0, 1]
     sizes = out["settings"]["sizes"]
     assert {(r["n"], r["ranks"]) for r in out["rows"]} == {(n, p) for n in sizes for p in (1, 2)}
 
@@ -58,14 +59,13 @@ def test_scaling_rows_are_consistent(solved):
     for r in solved["rows"]:
         assert r["max_err_vs_reference"] == 0.0
         assert r["compute_s"] > 0 and r["comm_s"] >= 0
-        # compute and comm are parts of the solve (rank means <= slowest total)
-        assert r["compute_s"] + r["comm_s"] <= r["time_s"] * 1.05 + 1e-3
+        assert r["median_s"] > 0 and r["iqr_s"] >= 0
         assert r["speedup"] == pytest.approx(r["efficiency"] * r["ranks"])
         if r["ranks"] == 1:
             assert r["speedup"] == pytest.approx(1.0) and r["halo_bytes_per_iter"] == 0
         else:  # two ranks: each has one neighbour and sends one float32 row per sweep
             assert r["halo_bytes_per_iter"] == 4 * r["n"]
-        assert r["mlups"] == pytest.approx((r["n"] - 2) ** 2 * r["iters"] / r["time_s"] / 1e6)
+        assert r["mlups"] == pytest.approx((r["n"] - 2) ** 2 * r["iters"] / r["median_s"] / 1e6)
 
 
 def test_grid_too_small_for_the_ranks_is_rejected():

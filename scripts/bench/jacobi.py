@@ -8,7 +8,8 @@ swaps its first and last owned rows with its neighbours (the *halo exchange*).
 In one launch the script solves every grid size on 1, 2, 4, ... ranks (the ranks
 ``0..p-1`` of the launch form a sub-group; the others wait), checks each distributed
 result against a single-process solve with the same number of sweeps, and times compute
-and communication separately::
+and communication separately. Each row reports the solve's ``median_s`` and ``iqr_s`` over
+repeats (the slowest rank's), and the result names the node of every rank (``placement``)::
 
     torchrun --nproc-per-node 2 scripts/bench/jacobi.py --profile cpu --json
 """
@@ -22,15 +23,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from hpcai import dist as hd
 from hpcai.cli import bench_main
-from hpcai.launch import load_script
+from hpcai.measure import Timing
 
 SIZES: dict[str, dict[str, Any]] = {
     # sizes: grid edge n (boundary included); iters: Jacobi sweeps per solve.
     "smoke": {"nproc": 2, "sizes": [32, 128], "iters": 20, "repeats": 2,
-              "exchange": "nonblocking", "dtype": "float32", "backend": "auto"},
+              "exchange": "nonblocking", "dtype": "float32", "backend": "gloo"},
     "cpu": {"nproc": 2, "sizes": [64, 256, 1024, 2048], "iters": 50, "repeats": 3,
-            "exchange": "nonblocking", "dtype": "float32", "backend": "auto"},
+            "exchange": "nonblocking", "dtype": "float32", "backend": "gloo"},
     "gpu": {"nproc": 0, "sizes": [1024, 4096, 8192, 16384], "iters": 1000, "repeats": 3,
             "exchange": "nonblocking", "dtype": "float32", "backend": "auto"},
     "cluster": {"nproc": 0, "sizes": [4096, 8192, 16384, 32768], "iters": 1000,
@@ -102,28 +104,15 @@ def halo_bytes(n: int, p: int, r: int, itemsize: int) -> int:
 # --------------------------------------------------------------------------- halo exchange
 def exchange_nonblocking(u: torch.Tensor, up: int | None, down: int | None,
                          group: Any = None) -> None:
-    """Post both receives and both sends, then wait: no ordering, no deadlock.
+    """Post both receives and both sends, then wait for all four: no ordering, no deadlock.
 
-    With NCCL every lone send or receive is a GPU kernel that runs to completion in stream
-    order, so two neighbours that each queue "receive, then send" would each wait for the
-    other's send. NCCL needs the four operations handed over as one batch (one grouped
-    launch); gloo progresses them independently and takes them one by one.
+    ``hpcai.dist.exchange`` hands the four over as one batch on NCCL (where a lone send or
+    receive would block its neighbour) and one by one on gloo.
     """
-    ops = []
-    if up is not None:
-        ops.append((dist.irecv, u[0], up))     # ghost row above
-        ops.append((dist.isend, u[1], up))     # my first row
-    if down is not None:
-        ops.append((dist.irecv, u[-1], down))  # ghost row below
-        ops.append((dist.isend, u[-2], down))  # my last row
-    if not ops:
-        return
-    if dist.get_backend(group) == "nccl":
-        reqs = dist.batch_isend_irecv([dist.P2POp(op, t, peer, group) for op, t, peer in ops])
-    else:
-        reqs = [op(t, peer, group=group) for op, t, peer in ops]
-    for req in reqs:
-        req.wait()
+    sends = [(u[1], up), (u[-2], down)]  # my first row up, my last row down
+    recvs = [(u[0], up), (u[-1], down)]  # ghost row above, ghost row below
+    hd.exchange([(t, peer) for t, peer in sends if peer is not None],
+                [(t, peer) for t, peer in recvs if peer is not None], group)
 
 
 def exchange_blocking(u: torch.Tensor, up: int | None, down: int | None, rank: int,
@@ -202,14 +191,10 @@ def rank_counts(world: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- the benchmark
-def check_settings(S: Any, world: int) -> None:
-    """Clear errors before any work."""
-    if S.exchange not in EXCHANGES:
-        raise ValueError(f"exchange must be one of {EXCHANGES}, not {S.exchange!r}")
-    if S.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {S.dtype!r}")
-    if S.iters < 1 or S.repeats < 1:
-        raise ValueError("need iters >= 1 and repeats >= 1")
+def check_settings(S: Any, world: int | None = None) -> None:
+    """Grids too small for the ranks, refused before any work (``world``: $WORLD_SIZE)."""
+    if world is None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
     too_small = [n for n in S.sizes if n - 2 < 2 * world]
     if not S.sizes or too_small:
         raise ValueError(f"every grid needs at least {2 * world + 2} rows for {world} ranks "
@@ -217,28 +202,24 @@ def check_settings(S: Any, world: int) -> None:
 
 
 def run(S: Any) -> dict[str, Any] | None:
-    check_settings(S, int(os.environ.get("WORLD_SIZE", "1")))  # before any work
-    init_distributed = load_script("collectives").init_distributed
-    backend, device = init_distributed(S.backend)
-    world, rank = dist.get_world_size(), dist.get_rank()
+    w = hd.init(S.backend)
+    backend, device, world, rank = w.backend, w.device, w.size, w.rank
     dtype = DTYPES[S.dtype]
     itemsize = torch.empty((), dtype=dtype).element_size()
     counts = rank_counts(world)
     # every rank must take part in creating every group, members or not
     groups = {p: (None if p == world else dist.new_group(list(range(p)))) for p in counts}
-    stat_dev = device  # all_reduce of statistics must live where the backend works
 
     rows: list[dict[str, Any]] = []
     blocking_err = 0.0
     for n in S.sizes:
         reference = jacobi_reference(n, S.iters, dtype, device) if rank == 0 else None
         for p in counts:
-            member = rank < p
             g = groups[p]
-            stats = torch.zeros(5, dtype=torch.float64, device=stat_dev)
-            err = 0.0
-            if member:
+            stats = [0.0] * 6
+            if rank < p:  # a member of the p-rank group
                 # 1. correctness first: one untimed solve, gathered and compared on rank 0
+                err = 0.0
                 u, *_ = solve(n, S.iters, p, rank, g, S.exchange, dtype, device)
                 full = gather_to_root(u, n, p, rank, g)
                 if rank == 0:
@@ -248,42 +229,38 @@ def run(S: Any) -> dict[str, Any] | None:
                     full = gather_to_root(u, n, p, rank, g)
                     if rank == 0:
                         blocking_err = max(blocking_err, float((full - reference).abs().max()))
-                # 2. then time: `repeats` solves, keep the one with the median total
+                # 2. then time: `repeats` solves; compute and comm of the median solve
                 runs = []
                 for _ in range(S.repeats):
                     dist.barrier(group=g)
                     _, total, compute, comm = solve(n, S.iters, p, rank, g, S.exchange,
                                                     dtype, device)
                     runs.append((total, compute, comm))
-                runs.sort()
-                total, compute, comm = runs[len(runs) // 2]
-                # slowest total; compute and comm as rank means; largest comm
-                stats = torch.tensor([total, compute / p, comm / p, comm, err],
-                                     dtype=torch.float64, device=stat_dev)
-                mx = stats[[0, 3, 4]].clone()
-                dist.all_reduce(mx, op=dist.ReduceOp.MAX, group=g)
-                sm = stats[[1, 2]].clone()
-                dist.all_reduce(sm, op=dist.ReduceOp.SUM, group=g)
-                stats = torch.stack([mx[0], sm[0], sm[1], mx[1], mx[2]])
+                timing = Timing([r[0] for r in runs])
+                _, compute, comm = sorted(runs)[len(runs) // 2]
+                # slowest median, IQR, largest comm, error; compute and comm as rank means
+                mx = hd.reduce_floats([timing.median, timing.iqr, comm, err], "max", g)
+                sm = hd.reduce_floats([compute / p, comm / p], "sum", g)
+                stats = [mx[0], mx[1], sm[0], sm[1], mx[2], mx[3]]
             dist.barrier()  # non-members wait here
             if rank == 0:
-                total, compute, comm, comm_max, err = stats.tolist()
+                median, iqr, compute, comm, comm_max, err = stats
                 rows.append({
-                    "n": n, "ranks": p, "iters": S.iters, "time_s": total,
+                    "n": n, "ranks": p, "iters": S.iters, "median_s": median, "iqr_s": iqr,
                     "compute_s": compute, "comm_s": comm, "comm_max_s": comm_max,
-                    "time_per_iter_s": total / S.iters,
+                    "time_per_iter_s": median / S.iters,
                     "halo_bytes_per_iter": max(halo_bytes(n, p, r, itemsize) for r in range(p)),
                     "points_per_rank": (n - 2) ** 2 / p,
-                    "mlups": (n - 2) ** 2 * S.iters / total / 1e6,
+                    "mlups": (n - 2) ** 2 * S.iters / median / 1e6,
                     "max_err_vs_reference": err,
                 })
-    dist.barrier()
-    dist.destroy_process_group()
+    placement = hd.placement()
+    hd.teardown()
     if rank != 0:
         return None
     for row in rows:  # strong scaling relative to one rank on the same grid
         one = next(r for r in rows if r["n"] == row["n"] and r["ranks"] == 1)
-        row["speedup"] = one["time_s"] / row["time_s"]
+        row["speedup"] = one["median_s"] / row["median_s"]
         row["efficiency"] = row["speedup"] / row["ranks"]
         row["comm_over_compute"] = row["comm_s"] / row["compute_s"]
     max_err = max([r["max_err_vs_reference"] for r in rows] + [blocking_err])
@@ -294,16 +271,18 @@ def run(S: Any) -> dict[str, Any] | None:
     print(f"#{'n':>6} {'ranks':>5} {'time(s)':>9} {'compute':>9} {'comm':>9} "
           f"{'speedup':>8} {'eff':>6} {'err':>8}")
     for r in rows:
-        print(f" {r['n']:>6} {r['ranks']:>5} {r['time_s']:>9.4f} {r['compute_s']:>9.4f} "
+        print(f" {r['n']:>6} {r['ranks']:>5} {r['median_s']:>9.4f} {r['compute_s']:>9.4f} "
               f"{r['comm_s']:>9.4f} {r['speedup']:>8.2f} {r['efficiency']:>6.2f} "
               f"{r['max_err_vs_reference']:>8.1e}", flush=True)
     return {
         "world": world, "backend": backend, "device": device.type, "dtype": S.dtype,
-        "exchange": S.exchange, "rank_counts": counts,
-        "time_s": big["time_s"], "compute_s": big["compute_s"], "comm_s": big["comm_s"],
+        "exchange": S.exchange, "rank_counts": counts, "placement": placement,
+        "median_s": big["median_s"], "iqr_s": big["iqr_s"],
+        "compute_s": big["compute_s"], "comm_s": big["comm_s"],
         "max_err_vs_reference": max_err, "blocking_max_err": blocking_err, "rows": rows,
     }
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check_settings,
+               choices={"exchange": EXCHANGES, "dtype": tuple(DTYPES), "backend": hd.BACKENDS})

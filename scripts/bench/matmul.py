@@ -163,6 +163,7 @@ def cuda_kernels(tile: int = 16, dtype: str = "float32") -> dict[str, Callable[.
         if i < out.size:  # the last block may stick out past the end
             out[i] = a[i] + b[i]
 
+    # [kernel-naive]  (shown in notebooks/ch05_cuda_model.md)
     @cuda.jit
     def matmul_naive_cuda(A, B, C):
         col, row = cuda.grid(2)  # x (fastest) walks columns: neighbouring threads, neighbouring C
@@ -171,9 +172,11 @@ def cuda_kernels(tile: int = 16, dtype: str = "float32") -> dict[str, Callable[.
             for k in range(A.shape[1]):
                 acc += A[row, k] * B[k, col]
             C[row, col] = acc
+    # [/kernel-naive]
 
     T = tile
 
+    # [kernel-tiled]  (shown in notebooks/ch05_cuda_model.md)
     @cuda.jit
     def matmul_tiled_cuda(A, B, C):
         # one shared array per line: the simulator identifies them by source line
@@ -201,6 +204,7 @@ def cuda_kernels(tile: int = 16, dtype: str = "float32") -> dict[str, Callable[.
             cuda.syncthreads()  # everyone is done reading before the next load overwrites
         if row < C.shape[0] and col < C.shape[1]:
             C[row, col] = acc
+    # [/kernel-tiled]
 
     _KERNELS[key] = {"vector_add": vector_add, "naive": matmul_naive_cuda,
                      "tiled": matmul_tiled_cuda}

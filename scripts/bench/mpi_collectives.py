@@ -6,81 +6,29 @@ Part 1 (check). Every rank builds the same small, recognisable input: rank r
 holds ``P`` blocks of ``k`` integers, block j of rank r filled with
 ``100 r + 10 j + i`` (i = 0 .. k-1). Each collective runs on these buffers, and
 every rank asserts that what it received equals the result computed with NumPy
-from the definition of the operation (:func:`reference`). The before/after
+from the definition of the operation (``hpcai.mpi_reference``). The before/after
 buffers of all ranks are gathered to rank 0 and returned, so that a notebook can
 draw what each collective *actually did*.
 
 Part 2 (time). Each collective moves a message of ``nbytes`` per rank;
-median time over repeats, with algbw and, where nccl-tests defines it, busbw.
+``median_s`` and ``iqr_s`` over repeats, with algbw and, where nccl-tests defines it, busbw.
 Only rank 0 prints.
 """
 
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
 
 from hpcai.cli import bench_main
-
-OPS = ("bcast", "scatter", "gather", "reduce", "allreduce", "allgather",
-       "reduce_scatter", "alltoall")
-ROOT = 0
-EMPTY = -1  # marks a slot a rank does not hold (inputs are never negative)
+from hpcai.dist import algbw_GBps, busbw_factor
+from hpcai.measure import Timing
+from hpcai.mpi_reference import EMPTY, OPS, ROOT, initial, reference
 
 SIZES = {
     "smoke": {"k": 2, "nbytes": 64 * 1024, "repeats": 5},
     "cpu": {"k": 2, "nbytes": 1024 * 1024, "repeats": 11},
     "cluster": {"k": 2, "nbytes": 16 * 1024 * 1024, "repeats": 11},
 }
-
-
-def initial(op: str, rank: int, p: int, k: int) -> np.ndarray:
-    """Rank ``rank``'s buffer before ``op``: ``p`` blocks of ``k`` int64, EMPTY where unused.
-
-    Rooted operations that *distribute* (bcast, scatter) start with data only on
-    the root; gather and allgather start with each rank's own block only.
-    """
-    full = np.array([[100 * rank + 10 * j + i for i in range(k)] for j in range(p)],
-                    dtype=np.int64)  # (p, k)
-    buf = np.full((p, k), EMPTY, dtype=np.int64)
-    if op in ("bcast", "scatter"):
-        if rank == ROOT:
-            buf[:] = full
-    elif op in ("gather", "allgather"):
-        buf[rank] = full[rank]
-    else:  # reduce, allreduce, reduce_scatter, alltoall: every rank starts full
-        buf[:] = full
-    return buf
-
-
-def reference(op: str, before: list[np.ndarray]) -> list[np.ndarray]:
-    """What every rank must hold after ``op``, from the definition alone. (p, k) per rank."""
-    p = len(before)
-    after = [b.copy() for b in before]
-    total = np.sum(before, axis=0) if op in ("reduce", "allreduce", "reduce_scatter") else None
-    for r in range(p):
-        if op == "bcast":
-            after[r] = before[ROOT].copy()
-        elif op == "scatter":  # rank r receives block r of the root
-            after[r] = np.full_like(before[r], EMPTY)
-            after[r][r] = before[ROOT][r]
-            if r == ROOT:
-                after[r] = before[ROOT].copy()  # the root keeps its send buffer
-        elif op == "gather" and r == ROOT:
-            after[r] = np.stack([before[q][q] for q in range(p)])
-        elif op == "reduce" and r == ROOT:
-            after[r] = total.copy()
-        elif op == "allreduce":
-            after[r] = total.copy()
-        elif op == "allgather":
-            after[r] = np.stack([before[q][q] for q in range(p)])
-        elif op == "reduce_scatter":  # rank r receives the sum of everybody's block r
-            after[r] = np.full_like(before[r], EMPTY)
-            after[r][r] = total[r]
-        elif op == "alltoall":  # block j of rank r lands in slot r of rank j
-            after[r] = np.stack([before[q][r] for q in range(p)])
-    return after
 
 
 def apply(comm, op: str, buf: np.ndarray) -> np.ndarray:
@@ -140,10 +88,8 @@ def check_all(comm, k: int) -> dict:
 
 
 def time_all(comm, nbytes: int, repeats: int) -> list[dict]:
-    """Median time of each collective for a float32 message of about ``nbytes`` per rank."""
+    """Median and IQR of each collective for a float32 message of about ``nbytes`` per rank."""
     from mpi4py import MPI
-
-    from hpcai.collectives import algbw_GBps, busbw_factor  # imports torch: only when timing
 
     p = comm.Get_size()
     count = max(p, nbytes // 4 // p * p)  # a multiple of p float32 elements
@@ -171,9 +117,11 @@ def time_all(comm, nbytes: int, repeats: int) -> list[dict]:
             t = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX)
             if rep > 0:
                 times.append(t)
-        t = statistics.median(times)
+        timing = Timing(times)  # each sample: the slowest rank's time
+        t = timing.median
         nb = count * 4  # nccl-tests counts the full buffer (p blocks) for every op here
-        row = {"op": op, "bytes": nb, "time_s": t, "algbw_GBps": algbw_GBps(nb, t)}
+        row = {"op": op, "bytes": nb, "median_s": t, "iqr_s": timing.iqr,
+               "algbw_GBps": algbw_GBps(nb, t)}
         try:
             row["busbw_GBps"] = row["algbw_GBps"] * busbw_factor(op, p)
         except ValueError:  # scatter and gather: nccl-tests' PERFORMANCE.md defines no factor
@@ -182,11 +130,15 @@ def time_all(comm, nbytes: int, repeats: int) -> list[dict]:
     return rows
 
 
+def check_settings(S) -> None:
+    """Refuse a message too small to hold one float32 (bench_main checks k, repeats > 0)."""
+    if int(S.nbytes) < 4:
+        raise ValueError(f"--nbytes must be at least 4 (one float32), got {S.nbytes}")
+
+
 def run(S) -> dict | None:
     from mpi4py import MPI
 
-    if int(S.k) < 1 or int(S.nbytes) < 4 or int(S.repeats) < 1:
-        raise SystemExit("k and repeats must be >= 1 and nbytes >= 4")
     comm = MPI.COMM_WORLD
     checks = check_all(comm, int(S.k))
     rows = time_all(comm, int(S.nbytes), int(S.repeats))
@@ -198,4 +150,4 @@ def run(S) -> dict | None:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check_settings)

@@ -2,12 +2,13 @@
 
 Times all-reduce, all-gather, reduce-scatter and broadcast (the backend's own
 implementations: gloo on CPUs, NCCL on GPUs) over a sweep of message sizes, and, in the
-same run, the hand-written ring all-reduce of chapter 4 (``hpcai.collectives``). Every
-operation is checked against the exact expected result before it is timed.
+same run, the hand-written ring all-reduce of chapter 4 (``hpcai.allreduce``). Every
+operation is checked against the exact expected result before it is timed. Each row reports
+``median_s`` and ``iqr_s``: the slowest rank's median and inter-quartile range over repeats.
 
 Run it under a launcher, one process per rank (one per GPU on a GPU node)::
 
-    torchrun --nproc-per-node 2 scripts/bench/collectives.py --profile cpu --json
+    torchrun --nproc-per-node 2 scripts/bench/nccl_tests.py --profile cpu --json
 
 Sizes follow nccl-tests: for all-gather and reduce-scatter ``bytes`` is the size of the
 full (gathered, or to-be-scattered) buffer, i.e. world size times the per-rank chunk.
@@ -15,8 +16,6 @@ full (gathered, or to-be-scattered) buffer, i.e. world size times the per-rank c
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,16 +24,18 @@ import torch
 import torch.distributed as dist
 
 from hpcai import Timing, time_it
+from hpcai import dist as hd
+from hpcai.allreduce import ring_allreduce_
 from hpcai.cli import bench_main
-from hpcai.collectives import algbw_GBps, busbw_factor, busbw_GBps, ring_allreduce_
+from hpcai.dist import algbw_GBps, busbw_factor, busbw_GBps
 
 SIZES: dict[str, dict[str, Any]] = {
     # nproc is read by the launchers (notebook, job script); the script itself uses the
     # world size torchrun gives it.
     "smoke": {"nproc": 2, "min_bytes": 1024, "max_bytes": 2**18, "factor": 16,
-              "warmup": 1, "repeats": 3, "iters": 1, "backend": "auto"},
+              "warmup": 1, "repeats": 3, "iters": 1, "backend": "gloo"},
     "cpu": {"nproc": 2, "min_bytes": 1024, "max_bytes": 16 * 2**20, "factor": 4,
-            "warmup": 2, "repeats": 7, "iters": 3, "backend": "auto"},
+            "warmup": 2, "repeats": 7, "iters": 3, "backend": "gloo"},
     "gpu": {"nproc": 0, "min_bytes": 2**16, "max_bytes": 2**30, "factor": 4,
             "warmup": 5, "repeats": 10, "iters": 20, "backend": "auto"},
     "cluster": {"nproc": 0, "min_bytes": 2**16, "max_bytes": 2**31, "factor": 4,
@@ -50,37 +51,6 @@ ITEM = 4  # bytes per float32
 
 
 # --------------------------------------------------------------------------- setup
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def init_distributed(backend: str = "auto") -> tuple[str, torch.device]:
-    """Join the process group torchrun (or srun) describes; one process alone also works.
-
-    ``backend="auto"`` picks NCCL when CUDA is available and gloo otherwise. Returns the
-    backend name and the device this rank computes on.
-    """
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend must be auto, gloo or nccl, not {backend!r}")
-    if backend == "nccl" and not torch.cuda.is_available():
-        raise ValueError("backend 'nccl' needs CUDA GPUs; use gloo on a CPU-only machine")
-    if "RANK" not in os.environ:  # started without a launcher: a world of one
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-    if backend == "nccl":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return backend, device
-
-
 def _pick(*names: str) -> tuple[str, Callable[..., Any]]:
     """The first of ``names`` this torch.distributed provides (APIs were renamed over time)."""
     for name in names:
@@ -94,17 +64,14 @@ def count_for(nbytes: int, world: int) -> int:
     return max(world, (nbytes // ITEM) // world * world)
 
 
-def size_sweep(min_bytes: int, max_bytes: int, factor: int) -> list[int]:
-    """min, min*factor, ... up to max (inclusive when it lands on it)."""
-    if min_bytes < ITEM or max_bytes < min_bytes or factor < 2:
-        raise ValueError(
-            f"need {ITEM} <= min_bytes <= max_bytes and factor >= 2, got min_bytes={min_bytes}, "
-            f"max_bytes={max_bytes}, factor={factor}")
-    sizes, s = [], min_bytes
-    while s <= max_bytes:
-        sizes.append(s)
-        s *= factor
-    return sizes
+def size_sweep(S: Any) -> list[int]:
+    """The message sizes of a run: ``min_bytes`` times powers of ``factor``, and ``max_bytes``."""
+    return hd.message_sizes(int(S.min_bytes), int(S.max_bytes), int(S.factor), ITEM)
+
+
+def check_settings(S: Any) -> None:
+    """Bad size bounds, refused before any work (bench_main checks the numbers' signs)."""
+    size_sweep(S)
 
 
 # --------------------------------------------------------------------------- one operation
@@ -188,13 +155,6 @@ def make_op(op: str, count: int, rank: int, world: int, device: torch.device,
     raise ValueError(f"unknown operation {op!r}; expected one of {OPS + ('ring_allreduce',)}")
 
 
-def slowest(values: list[float], device: torch.device) -> list[float]:
-    """Element-wise maximum over ranks: a collective is as slow as its slowest rank."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
-
-
 def measure_size(ops: tuple[str, ...], nbytes: int, S: Any, device: torch.device,
                  api: dict[str, str], notes: dict[str, str]) -> list[dict[str, Any]]:
     """Check every operation at one size, then time them; one table row per operation.
@@ -216,10 +176,10 @@ def measure_size(ops: tuple[str, ...], nbytes: int, S: Any, device: torch.device
             ok = check()
         except (RuntimeError, NotImplementedError) as err:  # a backend lacking an op
             notes[op] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-            rows[op] = {**row, "supported": False, "correct": None, "time_s": None,
+            rows[op] = {**row, "supported": False, "correct": None, "median_s": None,
                         "iqr_s": None, "algbw_GBps": None, "busbw_GBps": None}
             continue
-        wrong = slowest([0.0 if ok else 1.0], device)[0]  # any rank wrong -> row wrong
+        wrong = hd.slowest(0.0 if ok else 1.0)  # any rank wrong -> row wrong
         zero()  # timed calls sum zeros: no overflow however many repeats
         rows[op] = {**row, "supported": True, "correct": wrong == 0.0}
         runs[op] = run
@@ -232,9 +192,9 @@ def measure_size(ops: tuple[str, ...], nbytes: int, S: Any, device: torch.device
             samples[op] += time_it(run, warmup=0, repeats=1, number=S.iters, sync=sync).times
     for op in runs:
         timing = Timing(samples[op])
-        median, iqr = slowest([timing.median, timing.iqr], device)  # slowest rank counts
+        median, iqr = hd.reduce_floats([timing.median, timing.iqr], "max")  # slowest rank
         name = BUSBW_NAME[op]
-        rows[op].update(time_s=median, iqr_s=iqr, algbw_GBps=algbw_GBps(nbytes, median),
+        rows[op].update(median_s=median, iqr_s=iqr, algbw_GBps=algbw_GBps(nbytes, median),
                         busbw_GBps=busbw_GBps(name, nbytes, median, world),
                         busbw_factor=busbw_factor(name, world))
     return [rows[op] for op in ops]
@@ -256,7 +216,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 continue
             lines.append(
                 f" {r['bytes']:>11} {r['count']:>11} {r['type']:>6} {r['redop']:>6} "
-                f"{r['root']:>5} {r['time_s'] * 1e6:>10.1f} {r['algbw_GBps']:>8.3f} "
+                f"{r['root']:>5} {r['median_s'] * 1e6:>10.1f} {r['algbw_GBps']:>8.3f} "
                 f"{r['busbw_GBps']:>8.3f} {0 if r['correct'] else 1:>7}")
     return "\n".join(lines)
 
@@ -267,27 +227,25 @@ def ring_vs_library(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         if r["op"] == "ring_allreduce" and r["bytes"] in lib:
-            out.append({"bytes": r["bytes"], "ring_time_s": r["time_s"],
-                        "library_time_s": lib[r["bytes"]]["time_s"],
-                        "time_ratio": r["time_s"] / lib[r["bytes"]]["time_s"]})
+            out.append({"bytes": r["bytes"], "ring_median_s": r["median_s"],
+                        "library_median_s": lib[r["bytes"]]["median_s"],
+                        "time_ratio": r["median_s"] / lib[r["bytes"]]["median_s"]})
     return out
 
 
 def run(S: Any) -> dict[str, Any] | None:
-    sizes = size_sweep(S.min_bytes, S.max_bytes, S.factor)  # bad input fails before work
-    if S.repeats < 1 or S.iters < 1 or S.warmup < 0:
-        raise ValueError("need repeats >= 1, iters >= 1, warmup >= 0")
-    backend, device = init_distributed(S.backend)
-    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = size_sweep(S)
+    w = hd.init(S.backend)
+    backend, device, world, rank = w.backend, w.device, w.size, w.rank
     if S.nproc and S.nproc != world:
         print(f"note: profile expects {S.nproc} ranks, running with {world}", file=sys.stderr)
     api: dict[str, str] = {"all_reduce": "all_reduce", "broadcast": "broadcast",
-                           "ring_allreduce": "hpcai.collectives.ring_allreduce_"}
+                           "ring_allreduce": "hpcai.allreduce.ring_allreduce_"}
     notes: dict[str, str] = {}
     by_size = [measure_size((*OPS, "ring_allreduce"), n, S, device, api, notes) for n in sizes]
     rows = [row for op_index in range(len(OPS) + 1) for row in (b[op_index] for b in by_size)]
-    dist.barrier()
-    dist.destroy_process_group()
+    placement = hd.placement()
+    hd.teardown()
     if rank != 0:
         return None
     print(f"# world {world}, backend {backend}, device {device.type}, float32")
@@ -303,6 +261,7 @@ def run(S: Any) -> dict[str, Any] | None:
         "world": world, "backend": backend, "device": device.type, "dtype": "float32",
         "torch": torch.__version__, "api": api, "unsupported": notes,
         "all_correct": all(checked), "rows": rows, "ring_vs_library": ratios,
+        "placement": placement,
         # busbw ratio ring/library at the largest size (1 = as fast as the library)
         "ring_busbw_ratio": (ring_big["busbw_GBps"] / lib_big["busbw_GBps"]
                              if world > 1 else None),
@@ -310,4 +269,5 @@ def run(S: Any) -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check_settings,
+               choices={"backend": hd.BACKENDS})

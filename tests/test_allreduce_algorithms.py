@@ -1,5 +1,5 @@
-"""Tests of hpcai.collectives: bandwidth bookkeeping, cost models, and the
-hand-written all-reduces against torch.distributed's own all_reduce on gloo."""
+"""Tests of hpcai.allreduce: the cost models, and the hand-written all-reduces against
+torch.distributed's own all_reduce on gloo (bandwidth bookkeeping: tests/test_dist.py)."""
 
 from __future__ import annotations
 
@@ -12,45 +12,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hpcai import collectives as C
+from hpcai import allreduce as C
 
 # --------------------------------------------------------------------------
-# bookkeeping (no processes needed)
+# cost models (no processes needed)
 # --------------------------------------------------------------------------
-
-
-def test_algbw_is_bytes_over_time():
-    assert C.algbw_GBps(2e9, 0.5) == pytest.approx(4.0)
-    with pytest.raises(ValueError):
-        C.algbw_GBps(1, 0.0)
-
-
-@pytest.mark.parametrize(
-    "op,n,expected",
-    [
-        ("allreduce", 2, 1.0),
-        ("all_reduce", 8, 2 * 7 / 8),
-        ("allgather", 4, 3 / 4),
-        ("reduce_scatter", 4, 3 / 4),
-        ("alltoall", 4, 3 / 4),
-        ("broadcast", 16, 1.0),
-        ("reduce", 3, 1.0),
-    ],
-)
-def test_busbw_factor_matches_nccl_tests(op, n, expected):
-    assert C.busbw_factor(op, n) == pytest.approx(expected)
-
-
-def test_busbw_unknown_op_is_an_error():
-    with pytest.raises(ValueError, match="unknown collective"):
-        C.busbw_factor("allsum", 4)
-
-
-def test_busbw_is_algbw_times_factor():
-    t, nbytes, n = 1e-3, 8e6, 4
-    assert C.busbw_GBps("allreduce", nbytes, t, n) == pytest.approx(
-        C.algbw_GBps(nbytes, t) * 1.5
-    )
 
 
 def test_cost_models_limits():

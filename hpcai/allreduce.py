@@ -1,48 +1,27 @@
-"""Collective-communication algorithms and their bookkeeping.
+"""All-reduce written by hand, and the alpha-beta costs of the algorithms.
 
-This module is shared by chapter 4 (MPI and hand-written all-reduce) and
-chapter 6 (collectives on GPUs). It holds three things:
+Chapter 4 writes these algorithms and chapter 6 times them against NCCL or gloo; the
+bandwidth bookkeeping they are reported with (algbw, busbw) lives in :mod:`hpcai.dist`.
 
-1. **Bandwidth bookkeeping exactly as nccl-tests defines it.**
-   ``algbw = bytes / time`` and ``busbw = algbw * factor`` where the factor
-   depends on the collective and the number of ranks ``n``
-   (nccl-tests, ``doc/PERFORMANCE.md``):
+1. **All-reduce by hand** over ``torch.distributed`` point-to-point messages, summing in
+   place on the default process group:
 
-   ==================================  ==============
-   collective                          busbw factor
-   ==================================  ==============
-   all-reduce                          ``2 (n-1) / n``
-   all-gather, reduce-scatter          ``(n-1) / n``
-   all-to-all                          ``(n-1) / n``
-   broadcast, reduce, send/recv        ``1``
-   ==================================  ==============
+   * :func:`naive_allreduce_` -- rank 0 receives and adds every other rank's buffer, then
+     sends the total back to each rank (reduce + broadcast).
+   * :func:`ring_allreduce_` -- reduce-scatter around a ring followed by an all-gather
+     around the same ring; works for any world size.
+   * :func:`recursive_doubling_allreduce_` -- pairwise exchanges with partners at distance
+     1, 2, 4, ...; non-powers of two are folded onto the nearest smaller power of two first.
 
-   ``bytes`` is the size of the user buffer on one rank (for all-gather and
-   reduce-scatter nccl-tests uses the size of the *full* buffer, i.e. ``n``
-   times the per-rank chunk).
+   Every algorithm leaves bit-identical results on all ranks. Simultaneous send-receive
+   steps go through :func:`hpcai.dist.exchange`, which is correct on NCCL and gloo alike.
+   ``torch`` is imported only when an algorithm runs, so the cost models are cheap to import.
 
-2. **All-reduce written by hand** over ``torch.distributed`` point-to-point
-   messages (``isend``/``irecv``), summing in place on the default process
-   group:
-
-   * :func:`naive_allreduce_` -- rank 0 receives and adds every other rank's
-     buffer, then sends the total back to each rank (reduce + broadcast).
-   * :func:`ring_allreduce_` -- reduce-scatter around a ring followed by an
-     all-gather around the same ring; works for any world size.
-   * :func:`recursive_doubling_allreduce_` -- pairwise exchanges with partners
-     at distance 1, 2, 4, ...; non-powers of two are folded onto the nearest
-     smaller power of two first.
-
-   Every algorithm leaves bit-identical results on all ranks. ``torch`` is
-   imported only when one of them runs, so the bookkeeping and the cost models
-   are cheap to import (for example inside an MPI program).
-
-3. **Alpha-beta (Hockney) cost models** of those algorithms. A message of
-   ``m`` bytes costs ``alpha + m * beta``: ``alpha`` is the latency in
-   seconds, ``beta`` the transfer time per byte in seconds (the inverse of
-   the link bandwidth; :func:`beta_from_GBps` converts). The models ignore
-   the time spent adding numbers, so they are lower bounds when the
-   reduction itself is not free.
+2. **Alpha-beta (Hockney) cost models** of those algorithms. A message of ``m`` bytes costs
+   ``alpha + m * beta``: ``alpha`` is the latency in seconds, ``beta`` the transfer time per
+   byte in seconds (the inverse of the link bandwidth; :func:`beta_from_GBps` converts). The
+   models ignore the time spent adding numbers, so they are lower bounds when the reduction
+   itself is not free.
 """
 
 from __future__ import annotations
@@ -51,130 +30,34 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported lazily: the bookkeeping and the models do not need it
+from .dist import exchange
+
+if TYPE_CHECKING:  # torch is imported lazily: the cost models do not need it
     import torch
 
 __all__ = [
-    "algbw_GBps",
-    "busbw_factor",
-    "busbw_GBps",
-    "beta_from_GBps",
-    "naive_allreduce_",
-    "ring_allreduce_",
-    "recursive_doubling_allreduce_",
-    "library_allreduce_",
     "ALLREDUCE_ALGORITHMS",
-    "cost_naive",
-    "cost_ring",
-    "cost_recursive_doubling",
-    "cost_tree",
     "COST_MODELS",
+    "beta_from_GBps",
+    "cost_naive",
+    "cost_recursive_doubling",
+    "cost_ring",
+    "cost_tree",
+    "library_allreduce_",
+    "naive_allreduce_",
+    "recursive_doubling_allreduce_",
+    "ring_allreduce_",
 ]
 
-# --------------------------------------------------------------------------
-# 1. nccl-tests bandwidth bookkeeping
-# --------------------------------------------------------------------------
-
-_OP_ALIASES: dict[str, str] = {
-    "allreduce": "allreduce",
-    "all_reduce": "allreduce",
-    "all-reduce": "allreduce",
-    "allgather": "allgather",
-    "all_gather": "allgather",
-    "all-gather": "allgather",
-    "reducescatter": "reducescatter",
-    "reduce_scatter": "reducescatter",
-    "reduce-scatter": "reducescatter",
-    "alltoall": "alltoall",
-    "all_to_all": "alltoall",
-    "all-to-all": "alltoall",
-    "broadcast": "broadcast",
-    "bcast": "broadcast",
-    "reduce": "reduce",
-    "sendrecv": "sendrecv",
-    "send_recv": "sendrecv",
-}
-
-
-def _canonical_op(op: str) -> str:
-    key = op.strip().lower()
-    if key not in _OP_ALIASES:
-        known = sorted(set(_OP_ALIASES.values()))
-        raise ValueError(f"unknown collective {op!r}; expected one of {known}")
-    return _OP_ALIASES[key]
-
-
-def algbw_GBps(nbytes: float, t: float) -> float:
-    """Algorithm bandwidth in GB/s (1 GB = 1e9 bytes): ``nbytes / t``.
-
-    ``nbytes`` is the message size per rank as nccl-tests counts it, ``t``
-    the time of one operation in seconds.
-    """
-    if t <= 0:
-        raise ValueError(f"time must be positive, got {t!r}")
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be non-negative, got {nbytes!r}")
-    return nbytes / t / 1e9
-
-
-def busbw_factor(op: str, world: int) -> float:
-    """The nccl-tests factor that turns algbw into busbw for ``op`` on ``world`` ranks.
-
-    ``op`` accepts ``allreduce``/``all_reduce``/``all-reduce`` style spellings
-    of: allreduce, allgather, reducescatter, alltoall, broadcast, reduce,
-    sendrecv.
-    """
-    if world < 1:
-        raise ValueError(f"world size must be >= 1, got {world!r}")
-    name = _canonical_op(op)
-    n = world
-    if name == "allreduce":
-        return 2.0 * (n - 1) / n
-    if name in ("allgather", "reducescatter", "alltoall"):
-        return (n - 1) / n
-    return 1.0  # broadcast, reduce, sendrecv
-
-
-def busbw_GBps(op: str, nbytes: float, t: float, world: int) -> float:
-    """Bus bandwidth in GB/s: ``algbw_GBps(nbytes, t) * busbw_factor(op, world)``."""
-    return algbw_GBps(nbytes, t) * busbw_factor(op, world)
-
-
-def beta_from_GBps(bandwidth_GBps: float) -> float:
-    """Seconds per byte for a link of ``bandwidth_GBps`` GB/s (1 GB = 1e9 B)."""
-    if bandwidth_GBps <= 0:
-        raise ValueError(f"bandwidth must be positive, got {bandwidth_GBps!r}")
-    return 1.0 / (bandwidth_GBps * 1e9)
-
 
 # --------------------------------------------------------------------------
-# 2. All-reduce by hand over point-to-point messages
+# 1. All-reduce by hand over point-to-point messages
 # --------------------------------------------------------------------------
 
 
 def _exchange(send: torch.Tensor, dst: int, recv: torch.Tensor, src: int) -> None:
-    """Send ``send`` to ``dst`` and receive ``recv`` from ``src`` at the same time.
-
-    Posting both as non-blocking operations before waiting avoids the
-    deadlock that two blocking sends facing each other can cause.
-    """
-    import torch.distributed as dist
-
-    if dist.get_backend() == "nccl":
-        # NCCL runs a lone receive or send as a kernel in stream order: two ranks that both
-        # queue "receive, then send" to each other would wait for each other for ever.
-        # Handed over as one batch, the pair becomes a single grouped send-receive.
-        ops = ([dist.P2POp(dist.irecv, recv, src)] if recv.numel() > 0 else []) + \
-              ([dist.P2POp(dist.isend, send, dst)] if send.numel() > 0 else [])
-        reqs = dist.batch_isend_irecv(ops) if ops else []
-    else:
-        reqs = []
-        if recv.numel() > 0:
-            reqs.append(dist.irecv(recv, src=src))
-        if send.numel() > 0:
-            reqs.append(dist.isend(send, dst=dst))
-    for r in reqs:
-        r.wait()
+    """Send ``send`` to ``dst`` while receiving ``recv`` from ``src`` (both posted at once)."""
+    exchange([(send, dst)], [(recv, src)])
 
 
 def _flat_work(t: torch.Tensor) -> torch.Tensor:
@@ -345,8 +228,15 @@ ALLREDUCE_ALGORITHMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 # --------------------------------------------------------------------------
-# 3. Alpha-beta cost models (alpha in s, beta in s/byte)
+# 2. Alpha-beta cost models (alpha in s, beta in s/byte)
 # --------------------------------------------------------------------------
+
+
+def beta_from_GBps(bandwidth_GBps: float) -> float:
+    """Seconds per byte for a link of ``bandwidth_GBps`` GB/s (1 GB = 1e9 B)."""
+    if bandwidth_GBps <= 0:
+        raise ValueError(f"bandwidth must be positive, got {bandwidth_GBps!r}")
+    return 1.0 / (bandwidth_GBps * 1e9)
 
 
 def _check_model(n_bytes: float, p: int, alpha: float, beta: float) -> None:

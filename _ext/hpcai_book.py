@@ -10,7 +10,7 @@
 * keeps every page clean in a browser (``tests/test_browser.py``): no widget JavaScript from a
   CDN (the book's widgets only work in a live notebook), no inline script added twice (the
   thebe and togglebutton set-up scripts are otherwise declared twice, a JavaScript error),
-  and a valid default colour mode.
+  and a valid default colour mode (light).
 """
 
 from __future__ import annotations
@@ -72,10 +72,13 @@ def apply_repository_setting(theme_options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _use_repository_setting(app: Any, config: Any) -> None:
-    options = apply_repository_setting(dict(config.html_theme_options))
-    # pydata-sphinx-theme logs a console error on first visit when no default mode is set.
-    options.setdefault("default_mode", "auto")
-    config.html_theme_options = options
+    config.html_theme_options = apply_repository_setting(dict(config.html_theme_options))
+    # pydata-sphinx-theme logs a console error on a first visit when its page context has
+    # no default colour mode (a context value, not a theme option). Light, because the
+    # figures are drawn on white; the reader's switch still changes it.
+    context = dict(config.html_context or {})
+    context.setdefault("default_mode", "light")
+    config.html_context = context
 
 
 def _offline_widgets(app: Any, config: Any) -> None:
@@ -85,8 +88,11 @@ def _offline_widgets(app: Any, config: Any) -> None:
 
 
 def _script_key(script: Any) -> tuple[str, str]:
+    # An inline script added after the builder started is registered twice, once with the
+    # filename None and once with ''.
     attributes = getattr(script, "attributes", {}) or {}
-    return (str(getattr(script, "filename", script)), repr(sorted(attributes.items())))
+    filename = getattr(script, "filename", script) or ""
+    return (str(filename), repr(sorted(attributes.items())))
 
 
 def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[str, Any],

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -180,6 +181,11 @@ for (const el of document.querySelectorAll(selectors)) {
                  " px, overflow-x " + own);
   }
 }
+const root = document.documentElement;
+if (root.scrollWidth > root.clientWidth + 1) {
+  clipped.push("the page itself is " + root.scrollWidth + " px wide in a " +
+               root.clientWidth + " px window");
+}
 return {broken: broken, clipped: clipped, width: window.innerWidth};
 """
 
@@ -247,12 +253,11 @@ def test_no_repository_links_without_a_repository_url(book_html: Path) -> None:
 
 def _theme_options(monkeypatch: pytest.MonkeyPatch, url: str | None) -> dict:
     """The theme options of the real _config.yml after the book extension's config hook."""
-    import sys
-
     from jupyter_book.config import get_final_config
 
     root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "_ext"))
+    if str(root / "_ext") not in sys.path:
+        sys.path.insert(0, str(root / "_ext"))
     import hpcai_book
 
     if url is None:

@@ -87,28 +87,29 @@ def _offline_widgets(app: Any, config: Any) -> None:
     config.nb_ipywidgets_js = {}
 
 
-def _script_key(script: Any) -> tuple[str, str]:
+def _asset_key(asset: Any) -> tuple[str, str]:
     # An inline script added after the builder started is registered twice, once with the
     # filename None and once with ''.
-    attributes = getattr(script, "attributes", {}) or {}
-    filename = getattr(script, "filename", script) or ""
+    attributes = getattr(asset, "attributes", {}) or {}
+    filename = getattr(asset, "filename", asset) or ""
     return (str(filename), repr(sorted(attributes.items())))
 
 
-def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[str, Any],
+def _dedupe_assets(app: Any, pagename: str, templatename: str, context: dict[str, Any],
                     doctree: Any) -> None:
-    """Drop scripts (inline ones included) that an extension added more than once."""
-    scripts = context.get("script_files")
-    if not scripts:
-        return
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for script in scripts:
-        key = _script_key(script)
-        if key not in seen:
-            seen.add(key)
-            unique.append(script)
-    context["script_files"] = unique
+    """Drop scripts (inline ones included) and style sheets added more than once."""
+    for key in ("script_files", "css_files"):
+        assets = context.get(key)
+        if not assets:
+            continue
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for asset in assets:
+            ident = _asset_key(asset)
+            if ident not in seen:
+                seen.add(ident)
+                unique.append(asset)
+        context[key] = unique
 
 
 def _mathjax_source() -> Path:
@@ -141,7 +142,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("config-inited", _use_local_mathjax)
     app.connect("config-inited", _use_repository_setting)
     app.connect("config-inited", _offline_widgets)
-    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("html-page-context", _dedupe_assets, priority=900)
     app.connect("builder-inited", _draw_figures)
     app.connect("build-finished", _copy_mathjax)
     return {"version": "0.2", "parallel_read_safe": True, "parallel_write_safe": True}

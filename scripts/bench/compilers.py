@@ -331,13 +331,24 @@ def validate(S: Any) -> None:
     for knob in ("n", "dot_n", "py_n", "repeats"):
         value = getattr(S, knob)
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{knob} must be a positive integer, got {value!r}")
+            raise ValueError(f"--{knob.replace('_', '-')} must be a positive integer, "
+                             f"got {value!r}")
     if S.n > 4096 or S.py_n > 512:
-        raise ValueError(f"n <= 4096 and py_n <= 512 keep a run in minutes; got {S.n}, {S.py_n}")
+        raise ValueError(f"--n <= 4096 and --py-n <= 512 keep a run in minutes; "
+                         f"got {S.n}, {S.py_n}")
     unknown = [s for s in S.sets if s not in FLAG_SETS]
     if unknown or not S.sets:
-        raise ValueError(f"unknown flag sets {unknown}; choose from {', '.join(FLAG_SETS)}")
+        raise ValueError(f"--sets: unknown flag sets {unknown}; choose from "
+                         f"{', '.join(FLAG_SETS)}")
     compiler()  # fails early with an install hint when gcc is missing
+
+
+def check_cli(S: Any) -> None:
+    """The command line's check (bench_main calls it): a missing compiler is one line too."""
+    try:
+        validate(S)
+    except CompileError as err:
+        raise ValueError(str(err)) from None
 
 
 def run(S: Any) -> dict[str, Any]:
@@ -353,4 +364,5 @@ def run(S: Any) -> dict[str, Any]:
 if __name__ == "__main__":
     from hpcai.cli import bench_main
 
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check_cli,
+               choices={"sets": tuple(FLAG_SETS)})

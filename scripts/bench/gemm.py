@@ -48,13 +48,21 @@ def arithmetic_intensity(n: int, itemsize: int) -> float:
 def check_settings(sizes: list[int], dtypes: list[str], repeats: int, device: str) -> None:
     """Refuse bad input before any work."""
     if not sizes or any(int(n) < 1 or int(n) > 65536 for n in sizes):
-        raise ValueError(f"sizes must be a non-empty list of integers in 1..65536, got {sizes}")
+        raise ValueError(f"--sizes must be a non-empty list of integers in 1..65536, "
+                         f"got {sizes}")
     allowed = GPU_DTYPES if device == "cuda" else CPU_DTYPES
     bad = [d for d in dtypes if d not in allowed]
     if not dtypes or bad:
-        raise ValueError(f"dtypes {bad or dtypes} not supported on {device}; use {sorted(allowed)}")
+        raise ValueError(f"--dtypes {','.join(bad or dtypes)} not supported on {device}; "
+                         f"use {', '.join(sorted(allowed))}")
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+
+
+def check(S: Any) -> None:
+    """The command line's check, before any work (bench_main calls it)."""
+    device = "cuda" if S.profile in ("gpu", "cluster") else "cpu"
+    check_settings([int(n) for n in S.sizes], list(S.dtypes), int(S.repeats), device)
 
 
 def freivalds_ok(a: Any, b: Any, c: Any, rtol: float) -> bool:
@@ -171,4 +179,5 @@ def run(S: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check,
+               choices={"dtypes": ("float64", "float32", "float16", "bfloat16")})

@@ -146,18 +146,30 @@ def read_large(path: str, nbytes: int, first_chunk: bytes) -> float:
 
 
 # ---------------------------------------------------------------------- run
-def run(S) -> dict:
+def check(S) -> None:
+    """The command line's check, before any work (bench_main calls it)."""
     n, size, n_sync = int(S.n_small), int(S.small_bytes), int(S.n_fsync)
     large, reps = int(S.large_bytes), int(S.repeats)
-    if n < 1 or size < 1 or n_sync < 1 or n_sync > n or large < CHUNK or reps < 1:
-        raise ValueError(f"need n_small >= n_fsync >= 1, small_bytes >= 1, "
-                         f"large_bytes >= {CHUNK} and repeats >= 1")
+    if n < 1 or size < 1 or n_sync < 1 or reps < 1:
+        raise ValueError("--n-small, --small-bytes, --n-fsync and --repeats must be >= 1")
+    if n_sync > n:
+        raise ValueError(f"--n-fsync ({n_sync}) must be <= --n-small ({n})")
+    if large < CHUNK:
+        raise ValueError(f"--large-bytes must be >= {CHUNK} (one read chunk), got {large}")
     base = S.dir or tempfile.gettempdir()
     if not os.path.isdir(base):
         raise ValueError(f"--dir {base!r} is not a directory")
     free = shutil.disk_usage(base).free
     if free < 2 * (large + n * size):
-        raise ValueError(f"not enough free space in {base}: {free} bytes")
+        raise ValueError(f"--dir {base}: not enough free space ({free} bytes) for "
+                         f"--large-bytes {large} and --n-small {n} x --small-bytes {size}")
+
+
+def run(S) -> dict:
+    n, size, n_sync = int(S.n_small), int(S.small_bytes), int(S.n_fsync)
+    large, reps = int(S.large_bytes), int(S.repeats)
+    check(S)
+    base = S.dir or tempfile.gettempdir()
 
     small_data = _payload(size, 1)
     chunk = _payload(min(CHUNK, large), 2)
@@ -182,6 +194,8 @@ def run(S) -> dict:
         res["small_read_GBps"] = n * size / med["read"][0] / 1e9
         res["per_file_us"] = {k: med[k][0] / per[k] * 1e6 for k in med}
         res["per_file_us_iqr"] = {k: med[k][1] / per[k] * 1e6 for k in med}
+        rows = [{"op": k, "files": per[k], "median_s": med[k][0], "iqr_s": med[k][1]}
+                for k in med]
 
         path = os.path.join(work, "large.bin")
         w_nosync, w_sync, r_warm, r_cold = [], [], [], []
@@ -201,6 +215,11 @@ def run(S) -> dict:
         res["cold_read_dropped_cache"] = cold_ok
         res["large_spread_s"] = {k: _median_iqr(v)[1] for k, v in
                                  [("write", w_sync), ("read_warm", r_warm), ("read", r_cold)]}
+        for k, v in [("large_write_cached", w_nosync), ("large_write", w_sync),
+                     ("large_read_warm", r_warm), ("large_read", r_cold)]:
+            m, q = _median_iqr(v)
+            rows.append({"op": k, "bytes": large, "median_s": m, "iqr_s": q})
+        res["rows"] = rows  # every timed operation: median and IQR of the repeats (s)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["cleaned_up"] = not os.path.exists(work)
@@ -208,4 +227,4 @@ def run(S) -> dict:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check)

@@ -298,7 +298,8 @@ def resolve_variants(spec: str) -> list[str]:
                 names.append(part)
         else:
             raise ValueError(
-                f"unknown variant {part!r}; choose from {', '.join(VARIANTS)} or cpu|gpu|all"
+                f"--variant: unknown variant {part!r}; choose from {', '.join(VARIANTS)} "
+                "or cpu|gpu|all (one name or a comma-separated list)"
             )
     return names
 
@@ -392,12 +393,37 @@ def bench_gpu(variant: str, A: np.ndarray, B: np.ndarray, ref: np.ndarray, tile:
                 **extra)
 
 
-def run(S) -> dict[str, Any]:
+DTYPES = ("float64", "float32")
+
+
+def check(S) -> None:
+    """Refuse bad settings before any work (bench_main calls it; so does run)."""
     variants = resolve_variants(S.variant)
     if S.n < 1 or S.tile < 1 or S.cuda_tile < 1:
-        raise ValueError("n, tile and cuda_tile must be positive")
+        raise ValueError("--n, --tile and --cuda-tile must be positive")
     if S.cuda_tile > 32:
-        raise ValueError("cuda_tile > 32 would need more than 1024 threads per block")
+        raise ValueError("--cuda-tile > 32 would need more than 1024 threads per block")
+    if S.dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {S.dtype!r}")
+    need = 4 * S.n * S.n * 8  # A, B, C and the float64 reference
+    try:
+        import psutil
+
+        free = int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover
+        free = need
+    if need > free // 2:
+        raise ValueError(f"--n {S.n}: four {S.n} x {S.n} matrices need {need / 2**30:.1f} GiB, "
+                         f"more than half of the available {free / 2**30:.1f} GiB")
+    gpu_wanted = [v for v in variants if v in GPU_VARIANTS]
+    if gpu_wanted and S.variant not in GROUPS and cuda_mode() != "gpu":
+        raise ValueError(f"--variant: variants {gpu_wanted} need a CUDA GPU (numba.cuda: "
+                         f"{cuda_mode()}); use --variant cpu here, or run on a GPU node")
+
+
+def run(S) -> dict[str, Any]:
+    check(S)
+    variants = resolve_variants(S.variant)
     gpu_wanted = [v for v in variants if v in GPU_VARIANTS]
     mode = cuda_mode() if gpu_wanted else "not used"
     if gpu_wanted and mode != "gpu":
@@ -429,4 +455,5 @@ def run(S) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__.split("\n")[0])
+    bench_main(run, SIZES, description=__doc__.split("\n")[0], check=check,
+               choices={"dtype": DTYPES})

@@ -157,8 +157,8 @@ def chain_is_one_cycle(chain: np.ndarray, stride: int) -> bool:
 def working_sets(min_bytes: int, max_bytes: int, per_octave: int) -> list[int]:
     """Geometric sizes from min_bytes to max_bytes, rounded to whole cache lines."""
     if min_bytes < LINE * 8 or max_bytes < min_bytes or per_octave < 1:
-        raise ValueError(f"need {LINE * 8} <= min_bytes <= max_bytes and per_octave >= 1, "
-                         f"got {min_bytes}, {max_bytes}, {per_octave}")
+        raise ValueError(f"need {LINE * 8} <= --min-bytes <= --max-bytes and --per-octave >= 1,"
+                         f" got {min_bytes}, {max_bytes}, {per_octave}")
     n = int(np.floor(np.log2(max_bytes / min_bytes) * per_octave)) + 1
     sizes = {int(round(min_bytes * 2 ** (k / per_octave) / LINE)) * LINE for k in range(n)}
     return sorted(sizes)
@@ -172,7 +172,8 @@ def bandwidth_at(buf: np.ndarray, nbytes: int, target_bytes: int, repeats: int) 
     timing = time_it(lambda: sum_passes(a, passes), warmup=0, repeats=repeats)
     t, spread = timing.median, timing.iqr
     return {"read_GBps": a.nbytes * passes / t / 1e9,
-            "read_GBps_iqr": a.nbytes * passes / t / 1e9 * spread / t}
+            "read_GBps_iqr": a.nbytes * passes / t / 1e9 * spread / t,
+            "read_median_s": t, "read_iqr_s": spread}
 
 
 def latency_at(nbytes: int, steps: int, repeats: int, rng: np.random.Generator) -> dict:
@@ -184,13 +185,30 @@ def latency_at(nbytes: int, steps: int, repeats: int, rng: np.random.Generator) 
     chase(chain, min(steps, 4 * n_lines))  # warm-up: bring the chain into the caches
     timing = time_it(lambda: chase(chain, steps), warmup=0, repeats=repeats)
     t, spread = timing.median, timing.iqr
-    return {"latency_ns": t / steps * 1e9, "latency_ns_iqr": spread / steps * 1e9}
+    return {"latency_ns": t / steps * 1e9, "latency_ns_iqr": spread / steps * 1e9,
+            "chase_median_s": t, "chase_iqr_s": spread}
+
+
+def check(S) -> None:
+    """The command line's check, before any work (bench_main calls it)."""
+    working_sets(int(S.min_bytes), int(S.max_bytes), int(S.per_octave))
+    if int(S.chase_steps) < 1 or int(S.repeats) < 1 or int(S.target_bytes) < 1:
+        raise ValueError("--chase-steps, --repeats and --target-bytes must be positive")
+    try:
+        import psutil
+
+        free = int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover
+        return
+    # the buffer of max_bytes plus the pointer-chase chain of the same size
+    if 2 * int(S.max_bytes) > free // 2:
+        raise ValueError(f"--max-bytes {S.max_bytes}: a buffer and a chain of that size need "
+                         f"more than half of the available {free / 2**30:.1f} GiB")
 
 
 def run(S) -> dict:
+    check(S)
     sizes = working_sets(int(S.min_bytes), int(S.max_bytes), int(S.per_octave))
-    if int(S.chase_steps) < 1 or int(S.repeats) < 1 or int(S.target_bytes) < 1:
-        raise ValueError("chase_steps, repeats and target_bytes must be positive")
     rng = np.random.default_rng(2)
     buf = np.ones(sizes[-1] // 8)  # touched once here, so no page faults while timing
     rows = []
@@ -205,4 +223,4 @@ def run(S) -> dict:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from hpcai import time_it
+from hpcai import Timing, time_it
 from hpcai.cli import bench_main
 
 SIZES = {
@@ -75,7 +75,8 @@ def axpy_parallel(a, x, y):
 def sizes(lo: int, hi: int, per_decade: int) -> list[int]:
     """Geometric sizes 10**lo .. 10**hi, deduplicated integers."""
     if not (0 <= lo < hi <= 9) or per_decade < 1:
-        raise ValueError("need 0 <= lo < hi <= 9 and per_decade >= 1")
+        raise ValueError(f"need 0 <= --lo < --hi <= 9 and --per-decade >= 1; got lo={lo}, "
+                         f"hi={hi}, per_decade={per_decade}")
     pts = np.logspace(lo, hi, (hi - lo) * per_decade + 1)
     return sorted({int(round(p)) for p in pts})
 
@@ -199,9 +200,10 @@ def _wall(cmd: list[str], repeats: int) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
     times = times[1:]
     if not times:
-        raise ValueError("process_repeats must be at least 1")
+        raise ValueError("--process-repeats must be at least 1")
+    t = Timing(times)
     return {"cmd": " ".join(cmd[-2:]) if cmd[0] == sys.executable else " ".join(cmd),
-            "median_s": float(np.median(times)), "min_s": min(times), "max_s": max(times)}
+            "median_s": t.median, "iqr_s": t.iqr, "min_s": t.min, "max_s": t.max}
 
 
 def part_process(S) -> dict[str, Any]:
@@ -271,7 +273,7 @@ def gpu_parts(S, ns: list[int], parts: list[str]) -> dict[str, Any]:
         sync()
         t = _time_call(lambda: (empty_kernel[1, 32](), sync()), S)
         out["gpu_launch"] = {"launch_only_s": queued, "launch_and_sync_s": t.min,
-                             "launch_and_sync_median_s": t.median, "iqr_s": t.iqr}
+                             "median_s": t.median, "iqr_s": t.iqr}
     if "gpu_vadd" in parts:
         tpb = 256
 
@@ -304,17 +306,32 @@ def gpu_parts(S, ns: list[int], parts: list[str]) -> dict[str, Any]:
     return out
 
 
-def run(S) -> dict[str, Any]:
-    ns = sizes(S.lo, S.hi, S.per_decade)
-    wanted = [p.strip() for p in S.parts.split(",")]
+def wanted_parts(spec: str) -> list[str]:
+    """The parts named by --parts (a comma-separated list, or all)."""
+    wanted = [p.strip() for p in spec.split(",")]
     if wanted == ["all"]:
         wanted = list(CPU_PARTS + GPU_PARTS)
     unknown = [p for p in wanted if p not in CPU_PARTS + GPU_PARTS]
     if unknown:
-        raise ValueError(f"unknown parts {unknown}; choose from {CPU_PARTS + GPU_PARTS} or all")
-    gpu_wanted = [p for p in wanted if p in GPU_PARTS]
-    if gpu_wanted:
+        raise ValueError(f"--parts: unknown parts {unknown}; choose from "
+                         f"{', '.join(CPU_PARTS + GPU_PARTS)} (comma-separated) or all")
+    return wanted
+
+
+def check(S) -> None:
+    """Refuse bad settings before any work (bench_main calls it; so does run)."""
+    sizes(S.lo, S.hi, S.per_decade)
+    if not 0 <= S.gpu_hi <= 9:
+        raise ValueError(f"--gpu-hi must be in 0..9, got {S.gpu_hi}")
+    if [p for p in wanted_parts(S.parts) if p in GPU_PARTS]:
         _numba_cuda()  # refuse before any work if there is no real GPU
+
+
+def run(S) -> dict[str, Any]:
+    check(S)
+    ns = sizes(S.lo, S.hi, S.per_decade)
+    wanted = wanted_parts(S.parts)
+    gpu_wanted = [p for p in wanted if p in GPU_PARTS]
     out: dict[str, Any] = {"sizes": ns}
     if "region" in wanted:
         out["region"] = part_region(S, ns)
@@ -332,4 +349,4 @@ def run(S) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__.split("\n")[0])
+    bench_main(run, SIZES, description=__doc__.split("\n")[0], check=check)

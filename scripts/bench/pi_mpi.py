@@ -9,8 +9,8 @@ in cache-sized chunks, and ``MPI.Reduce`` adds the partial sums on rank 0.
 Timing covers only the compute + reduce region, between two barriers, so that
 process start-up and imports are not in the number. Each
 repeat is timed on every rank; the reported time of a repeat is the slowest
-rank's (that is when the answer is complete), and ``time_s`` is the median
-over repeats after one warm-up.
+rank's (that is when the answer is complete), and ``median_s`` (with ``iqr_s``)
+is the median over repeats after one warm-up.
 
 With ``--baseline true`` (the default) every repeat also times the *serial*
 reference inside the same run: rank 0 alone integrates the baseline problem
@@ -37,6 +37,7 @@ import numpy as np
 
 from hpcai.cli import bench_main
 from hpcai.dist import node_name
+from hpcai.measure import Timing
 
 SIZES = {
     # n: trapezoids in total (strong scaling) or per rank (weak scaling, --weak true)
@@ -163,12 +164,12 @@ def run(S) -> dict | None:
     # plus rounding of n additions (~ n * eps in the worst case, far less in practice)
     bound = 1.0 / (6.0 * n * n) + n * np.finfo(float).eps
     assert error <= bound, f"pi = {pi!r} misses math.pi by {error:.3e} > bound {bound:.3e}"
-    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [0, 0, 0]
+    timing = Timing(times)
     return {
         "pi": pi,
         "error": error,
-        "time_s": statistics.median(times),
-        "iqr_s": q[2] - q[0],
+        "median_s": timing.median,
+        "iqr_s": timing.iqr,
         "times_s": times,
         "compute_s": statistics.median(compute),
         "ranks": size,

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from hpcai.cli import bench_main
+from hpcai.measure import Timing
 
 KiB = 1024
 
@@ -75,8 +76,15 @@ def model_time(nbytes, alpha_s: float, beta_Bps: float):
 
 def message_sizes(max_bytes: int) -> list[int]:
     if max_bytes < 4:
-        raise ValueError(f"max_bytes must be at least 4, got {max_bytes}")
+        raise ValueError(f"--max-bytes must be at least 4, got {max_bytes}")
     return [1 << k for k in range(int(np.log2(max_bytes)) + 1)]
+
+
+def check(S) -> None:
+    """The command line's check, before any work (bench_main calls it)."""
+    message_sizes(int(S.max_bytes))
+    if int(S.min_iters) > int(S.max_iters):
+        raise ValueError(f"--min-iters ({S.min_iters}) must be <= --max-iters ({S.max_iters})")
 
 
 # ------------------------------------------------------------------ measuring
@@ -121,13 +129,13 @@ def run(S) -> dict:
         _round_trips(comm, rank, buf, max(1, iters // 10))  # warm-up
         trips = np.concatenate([_round_trips(comm, rank, buf, iters)
                                 for _ in range(int(S.repeats))])
-        q1, med, q3 = np.percentile(trips / 2, [25, 50, 75])  # one way = half a round trip
-        rows.append({"bytes": m, "time_s": float(med), "iqr_s": float(q3 - q1),
-                     "trips": int(trips.size), "GBps": m / med / 1e9})
+        t = Timing([float(x) for x in trips / 2])  # one way = half a round trip
+        rows.append({"bytes": m, "median_s": t.median, "iqr_s": t.iqr,
+                     "trips": int(trips.size), "GBps": m / t.median / 1e9})
     comm.Barrier()
     if rank != 0:
         return None  # only rank 0 reports (bench_main prints nothing for other ranks)
-    fit = fit_alpha_beta([r["bytes"] for r in rows], [r["time_s"] for r in rows])
+    fit = fit_alpha_beta([r["bytes"] for r in rows], [r["median_s"] for r in rows])
     return {"rows": rows, "alpha_us": fit["alpha_s"] * 1e6, "beta_GBps": fit["beta_Bps"] / 1e9,
             "median_abs_rel_residual": fit["median_abs_rel_residual"],
             "max_abs_rel_residual": fit["max_abs_rel_residual"],
@@ -136,4 +144,4 @@ def run(S) -> dict:
 
 
 if __name__ == "__main__":
-    bench_main(run, SIZES, description=__doc__)
+    bench_main(run, SIZES, description=__doc__, check=check)

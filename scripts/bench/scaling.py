@@ -108,8 +108,19 @@ def max_workers(requested: int) -> int:
     pool = numba.config.NUMBA_NUM_THREADS
     n = requested or min(cores, pool)
     if not 1 <= n <= pool:
-        raise ValueError(f"max_workers must be 1..{pool} (numba's pool), got {n}")
+        raise ValueError(f"--max-workers must be 1..{pool} (numba's pool; 0 = all cores), "
+                         f"got {n}")
     return n
+
+
+def check(S: Any) -> None:
+    """The command line's check, before any work (bench_main calls it)."""
+    n, work, repeats = int(S.n), int(S.work), int(S.repeats)
+    if n < 1000:
+        raise ValueError(f"--n must be an integer >= 1000, got {n}")
+    if work < 1 or repeats < 1:
+        raise ValueError(f"--work and --repeats must be >= 1; got {work=}, {repeats=}")
+    max_workers(int(S.max_workers))
 
 
 def time_phases(x: np.ndarray, work: int, repeats: int) -> dict[str, float]:
@@ -174,9 +185,7 @@ def weak_scaling(x: np.ndarray, work0: int, workers: list[int], repeats: int
 
 def run(S: Any) -> dict[str, Any]:
     n, work, repeats = int(S.n), int(S.work), int(S.repeats)
-    if n < 1000 or work < 1 or repeats < 1:
-        raise ValueError(f"need n >= 1000, work >= 1, repeats >= 1; got {n=}, {work=}, "
-                         f"{repeats=}")
+    check(S)
     top = max_workers(int(S.max_workers))
     workers = list(range(1, top + 1))
     x = make_input(n)
@@ -193,8 +202,12 @@ def run(S: Any) -> dict[str, Any]:
     if len(workers) >= 2:
         p = np.concatenate([[r["p"]] * len(r["speedups"]) for r in strong])
         s = np.concatenate([r["speedups"] for r in strong])
-        out["amdahl"] = fit_amdahl(p, s)
-        out["f_fit"] = out["amdahl"]["f"]
+        try:
+            out["amdahl"] = fit_amdahl(p, s)
+            out["f_fit"] = out["amdahl"]["f"]
+        except ImportError:  # SciPy is optional: a GPU machine's own Python may lack it
+            out["amdahl"] = out["f_fit"] = None
+            out["fit_skipped"] = "scipy is not installed: no Amdahl fit"
     else:
         out["amdahl"] = None
         out["f_fit"] = None
@@ -211,4 +224,4 @@ if __name__ == "__main__":
     from hpcai.launch import load_script
 
     _mod = load_script("scaling")
-    bench_main(_mod.run, _mod.SIZES, description=__doc__, name="scaling")
+    bench_main(_mod.run, _mod.SIZES, description=__doc__, name="scaling", check=_mod.check)

@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from hpcai.cli import bench_main
+from hpcai.measure import Timing
 from hpcai.paths import build_dir, repo_root
 
 # n = 0 means "auto": each array llc_factor x the last-level cache, capped by memory. STREAM's
@@ -107,7 +108,8 @@ def available_memory_bytes() -> int:
 def auto_n(llc_factor: float = 4) -> int:
     """Each array llc_factor x the last-level cache (STREAM: 4); total at most 1/4 of RAM."""
     if llc_factor < 1:
-        raise ValueError(f"llc_factor must be >= 1 (arrays larger than the cache), got {llc_factor}")
+        raise ValueError(f"--llc-factor must be >= 1 (arrays larger than the cache), "
+                         f"got {llc_factor}")
     llc = last_level_cache_bytes() or 32 * 2**20
     n = int(llc_factor * llc) // 8
     cap = available_memory_bytes() // 4 // (3 * 8)
@@ -120,16 +122,27 @@ def all_cores() -> int:
 
 def check_settings(n: int, repeats: int, threads: int) -> None:
     """Refuse bad input before allocating anything."""
-    if n < 0 or not 1 <= repeats <= 100 or threads < 0:
-        raise ValueError(f"need n >= 0 (0 = auto), 1 <= repeats <= 100 (the check values grow "
-                         f"with each repeat), threads >= 0; got {n=}, {repeats=}, {threads=}")
+    if n < 0:
+        raise ValueError(f"--n must be an integer >= 0 (0 = auto), got {n}")
+    if not 1 <= repeats <= 100:
+        raise ValueError(f"--repeats must be in 1..100 (the check values grow with each "
+                         f"repeat), got {repeats}")
+    if threads < 0:
+        raise ValueError(f"--threads must be an integer >= 0 (0 = all cores), got {threads}")
     need = 3 * 8 * n
     if need > 0.8 * available_memory_bytes():
-        raise ValueError(f"3 arrays of {n:,} doubles need {need / 2**30:.1f} GiB, more than 80 % "
-                         f"of the available {available_memory_bytes() / 2**30:.1f} GiB")
+        raise ValueError(f"--n {n}: 3 arrays of {n:,} doubles need {need / 2**30:.1f} GiB, "
+                         f"more than 80 % of the available "
+                         f"{available_memory_bytes() / 2**30:.1f} GiB")
     if threads > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"threads={threads} exceeds numba's pool of "
+        raise ValueError(f"--threads {threads} exceeds numba's pool of "
                          f"{numba.config.NUMBA_NUM_THREADS} (set NUMBA_NUM_THREADS)")
+
+
+def check(S: Any) -> None:
+    """The command line's check, before any work (bench_main calls it)."""
+    n = int(S.n) or auto_n(float(S.llc_factor))
+    check_settings(n, int(S.repeats), int(S.threads))
 
 
 # ---------------------------------------------------------------- the C reference
@@ -269,6 +282,10 @@ def run(S: Any) -> dict[str, Any]:
     for k, ts in times.items():
         out[f"{k}_GBps"] = gbps(k, n, min(ts))
         out[f"{k}_GBps_median"] = gbps(k, n, statistics.median(ts))
+    out["rows"] = [{"kernel": k, "median_s": Timing(ts).median, "iqr_s": Timing(ts).iqr,
+                    "min_s": min(ts), "GBps": gbps(k, n, min(ts)),
+                    "GBps_median": gbps(k, n, Timing(ts).median)}
+                   for k, ts in times.items()]
     out["times_s"] = times
     out["paired_numba_triad_GBps"] = gbps("triad", n, min(paired["numba"]))
     if dll is not None:
@@ -301,4 +318,4 @@ if __name__ == "__main__":
     from hpcai.launch import load_script
 
     _mod = load_script("stream")
-    bench_main(_mod.run, _mod.SIZES, description=__doc__, name="stream")
+    bench_main(_mod.run, _mod.SIZES, description=__doc__, name="stream", check=_mod.check)

@@ -46,8 +46,8 @@ def find_executable(name: str) -> str:
     if found is None:
         hints = {
             "mpiexec": "install MPICH (`pip install mpich mpi4py`, as requirements.txt does)",
-            "sbatch": "start the local cluster with `scripts/local_slurm.sh up` (as root) "
-            "or run on a SLURM login node",
+            "sbatch": "install SLURM and start the local two-node cluster with "
+            "`scripts/setup_machine.sh` (as root) or run on a SLURM login node",
         }
         raise LauncherError(
             f"`{name}` was not found next to {sys.executable} or on the PATH; "
@@ -188,13 +188,18 @@ def sbatch(
 
     The job is polled with ``scontrol show job`` every ``poll_s`` seconds (``sbatch --wait``
     backs off to tens of seconds between checks). Returns the JSON object with ``job_id``,
-    ``state``, ``output_file`` and ``wall_s`` added.
+    ``state``, ``output_file`` and ``wall_s`` added. ``sbatch_args=["-N", "2"]`` asks for two
+    nodes; with ``scripts/slurm/torchrun.sbatch``, ``env={"BENCH": "allreduce"}`` names the
+    program (and the output file, ``_build/slurm-out/torchrun-allreduce-<job id>.out``).
     """
     path = _script_path(job_script)
     exe = find_executable("sbatch")
     out_dir = repo_root() / "_build" / "slurm-out"
     out_dir.mkdir(parents=True, exist_ok=True)
-    output = out_dir / f"{path.stem}-%j.out"
+    # a generic template (torchrun.sbatch) names its program in $BENCH: keep it in the name
+    bench = (env or {}).get("BENCH")
+    stem = f"{path.stem}-{Path(bench).stem}" if bench else path.stem
+    output = out_dir / f"{stem}-%j.out"
     cmd = [exe, "--parsable", f"--output={output}", *map(str, sbatch_args), str(path),
            *map(str, args)]
     started = time.time()

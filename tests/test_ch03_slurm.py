@@ -1,7 +1,8 @@
 """Chapter 3: job scripts from scripts/slurm/ submitted to a real SLURM cluster.
 
-CI starts a one-node cluster with `scripts/local_slurm.sh up`. These tests skip only when
-`sbatch` is not on the PATH; if sbatch is there but the cluster does not work, they fail.
+CI starts a two-node cluster with `scripts/setup_machine.sh` (`scripts/local_slurm.sh up
+--nodes 2`). These tests skip only when `sbatch` is not on the PATH; if sbatch is there but the
+cluster does not work, they fail. Jobs across two nodes are in tests/test_cluster.py.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from hpcai.launch import sbatch
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sbatch") is None,
-    reason="sbatch is not on the PATH (apt-get install -y slurm-wlm munge; "
-    "scripts/local_slurm.sh up)",
+    reason="no SLURM cluster: sbatch is not on the PATH (as root: scripts/setup_machine.sh)",
 )
 
 ROOT = repo_root()
@@ -117,10 +117,33 @@ def test_local_slurm_up_is_idempotent():
     if os.geteuid() != 0 or not (state_dir / "run" / "slurmctld.pid").exists():
         pytest.skip("this cluster was not started by scripts/local_slurm.sh as root")
     script = str(ROOT / "scripts" / "local_slurm.sh")
+    # without --nodes, `up` keeps the running cluster's size (CI runs two nodes)
     up = subprocess.run([script, "up"], capture_output=True, text=True, timeout=120)
     assert up.returncode == 0 and "cluster is up" in up.stdout, up.stdout + up.stderr
     assert "starting" not in up.stdout          # nothing was running twice
     status = subprocess.run([script, "status"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "slurmctld running" in status.stdout
+    nodes = re.findall(r"slurmd (n\d+) running", status.stdout)
+    assert nodes and nodes == [f"n{k}" for k in range(1, len(nodes) + 1)], status.stdout
+    again = subprocess.run([script, "up", "--nodes", str(len(nodes))], capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0 and "starting" not in again.stdout, again.stdout
     bad = subprocess.run([script, "sideways"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
+    for value in ("0", "x", "99"):
+        bad = subprocess.run([script, "up", "--nodes", value], capture_output=True,
+                             text=True)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: --nodes"), bad.stderr
+
+
+def test_nodes_have_their_own_address_and_port():
+    """Each node of the local cluster is a slurmd of its own: n<k> at 127.0.0.<10+k>:<6820+k>."""
+    conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True)
+    if "ClusterName             = hpcai" not in conf.stdout:
+        pytest.skip("not the local cluster of scripts/local_slurm.sh")
+    out = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True,
+                         check=True).stdout
+    nodes = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line]
+    for node in nodes:
+        k = int(node["NodeName"].removeprefix("n"))
+        assert node["NodeAddr"] == f"127.0.0.{10 + k}" and node["Port"] == str(6820 + k)

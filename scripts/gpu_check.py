@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Check a GPU workstation: run every GPU path of the book on its CUDA GPU, in minutes.
+
+    make gpu-check                             # or: python3 scripts/gpu_check.py
+    make gpu-check PYTHON=/opt/conda/bin/python
+    python3 scripts/gpu_check.py --list        # what would run, without running it
+    python3 scripts/gpu_check.py --only matmul,gemm
+
+What runs, in this order, each check with its own time limit and all of them together within
+``--budget`` seconds (480, eight minutes):
+
+1. every benchmark of ``scripts/bench/`` whose size table has a ``gpu`` row, at that profile:
+   as a plain ``python`` program; under ``torchrun`` with one rank per GPU (NCCL) when it uses
+   ``torch.distributed``; under ``mpiexec -n 2`` when it uses ``mpi4py``. Among them the
+   numba.cuda matmul kernels timed with CUDA events against ``torch.matmul`` (matmul.py), the
+   device GEMM sweep (gemm.py), the device copy bandwidth (stream.py) and the NCCL
+   collectives (nccl_tests.py, allreduce.py, jacobi.py).
+2. every notebook with a ``gpu`` profile, executed at that profile by papermill, when the
+   Python has the Jupyter stack; otherwise each notebook gets one ``skipped`` line saying so.
+
+The Python is the one named by ``--python`` (``make gpu-check PYTHON=...``), or else the first
+of ``.venv/bin/python`` and ``python3`` whose PyTorch sees a CUDA GPU: on a GPU machine that
+is its own CUDA build of PyTorch, not the CPU-only pin of requirements.txt. Nothing is
+installed and nothing is downloaded. This file itself needs only the standard library.
+
+The table is printed and written to ``_build/gpu-check/summary.json``; each check's full
+output is in ``_build/gpu-check/logs/``. Exit status: 0 when every check that ran passed,
+1 when one failed, 2 (before any work) on bad input or when no CUDA GPU is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "_build" / "gpu-check"
+BUDGET_S = 480
+# Seconds a benchmark may take at its gpu profile, start-up included (others: DEFAULT_S).
+# Sized for one GPU and a 16-core host; together they leave time for the notebooks.
+TIMEOUT_S = {"allreduce": 30, "compilers": 30, "io": 30, "jacobi": 40, "matmul": 30,
+             "memhier": 50, "nccl_tests": 40, "overheads": 40, "pingpong": 30, "pi_mpi": 20,
+             "scaling": 45}
+DEFAULT_S = 25
+NOTEBOOK_S = 120
+PROGRAMS = {"compilers": os.environ.get("CC", "gcc")}  # programs a benchmark runs
+MIN_RANKS = {"allreduce": 2}  # its report divides by the bus bandwidth, 0 for one rank
+MPI_RANKS = 2  # pingpong needs exactly two
+JUPYTER = ("papermill", "jupytext", "ipykernel", "myst_nb", "yaml")
+
+PROBE = r"""
+import importlib.util, json, sys
+out = {"python": sys.executable, "version": sys.version.split()[0], "torch": None,
+       "cuda": False, "gpus": [], "why": ""}
+try:
+    import torch
+    out.update(torch=torch.__version__, cuda=torch.cuda.is_available())
+    out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if not out["cuda"]:
+        out["why"] = f"torch {torch.__version__}: torch.cuda.is_available() is False"
+except Exception as err:
+    out["why"] = f"cannot import torch ({type(err).__name__}: {err})"
+out["modules"] = {m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class Check:
+    name: str  # "bench:gemm", "notebook:ch05_cuda_model"
+    command: list[str]
+    timeout_s: float
+    skip: str = ""  # why it cannot run here; "" means it runs
+    essential: bool = True  # benchmarks always run; notebooks may be skipped for time
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # ok | FAILED | skipped
+    seconds: float = 0.0
+    result: str = ""  # the key result, or why it failed or was skipped
+    log: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # the benchmark's JSON
+
+
+# --------------------------------------------------------------------------- the Python
+def probe(python: str) -> dict[str, Any]:
+    """What ``python`` offers: torch and its GPUs, and which optional modules it has."""
+    try:
+        proc = subprocess.run([python, "-c", PROBE, "numba", "mpi4py", *JUPYTER],
+                              capture_output=True, text=True, timeout=180)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as err:
+        return {"python": python, "cuda": False, "gpus": [], "modules": {},
+                "why": f"cannot run it ({type(err).__name__})"}
+
+
+def find_python(given: str | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The probe of the first candidate whose torch sees a CUDA GPU (or None), and the
+    probes of the candidates before it."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    if given:
+        candidates = [given]
+    else:
+        candidates = [str(venv)] if venv.exists() else []
+        candidates += [p for p in [shutil.which("python3")] if p]
+    probes = []
+    for python in candidates:
+        info = probe(python)
+        if info.get("cuda"):
+            return info, probes
+        probes.append(info)
+    return None, probes
+
+
+# --------------------------------------------------------------------------- the checks
+def has_gpu_row(text: str) -> bool:
+    """True when a size table in ``text`` has a ``"gpu": {...}`` row."""
+    return re.search(r'^\s*"gpu"\s*:\s*\{', text, re.MULTILINE) is not None
+
+
+def has_gpu_code(text: str) -> bool:
+    """True when the code cells of a MyST notebook name the gpu profile, CUDA or NCCL."""
+    cells = re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    return re.search(r'"gpu"|\bcuda\b|\bnccl\b', "\n".join(cells), re.IGNORECASE) is not None
+
+
+def launcher(text: str) -> str:
+    """How a benchmark is started: ``mpiexec``, ``torchrun`` or ``python``."""
+    if re.search(r"^\s*(from|import) mpi4py", text, re.MULTILINE):
+        return "mpiexec"
+    if re.search(r"^\s*(from|import) (torch\.distributed|hpcai\.dist)\b|"
+                 r"^\s*from hpcai import .*\bdist\b", text, re.MULTILINE):
+        return "torchrun"
+    return "python"
+
+
+def bench_checks(python: str, n_gpus: int, mpiexec: str | None) -> list[Check]:
+    checks = []
+    for path in sorted((ROOT / "scripts" / "bench").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if not has_gpu_row(text):
+            continue
+        name, how = path.stem, launcher(text)
+        script = [str(path.relative_to(ROOT)), "--profile", "gpu", "--json"]
+        skip = ""
+        if name in PROGRAMS and shutil.which(PROGRAMS[name]) is None:
+            skip = f"needs {PROGRAMS[name]}, which is not on the PATH"
+        if how == "torchrun":
+            need = MIN_RANKS.get(name, 1)
+            if n_gpus < need:
+                skip = skip or f"needs {need} GPUs (one rank per GPU), {n_gpus} found"
+            cmd = [python, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={n_gpus}", *script]
+        elif how == "mpiexec":
+            if mpiexec is None:
+                skip = skip or f"mpiexec is neither next to {python} nor on the PATH"
+            cmd = [mpiexec or "mpiexec", "-n", str(MPI_RANKS), python, *script]
+        else:
+            cmd = [python, *script]
+        checks.append(Check(f"bench:{name}", cmd, TIMEOUT_S.get(name, DEFAULT_S), skip))
+    return checks
+
+
+def notebook_checks(python: str, modules: dict[str, bool]) -> list[Check]:
+    lacking = [m for m in JUPYTER if not modules.get(m)]
+    checks = []
+    for path in sorted((ROOT / "notebooks").glob("*.md")):
+        if not has_gpu_code(path.read_text(encoding="utf-8")):
+            continue
+        skip = f"this Python has no {', '.join(lacking)} (the Jupyter stack)" if lacking else ""
+        cmd = [python, "scripts/run_notebooks.py", "--profile", "gpu",
+               "--out", _shown(OUT / "notebooks"), str(path.relative_to(ROOT))]
+        checks.append(Check(f"notebook:{path.stem}", cmd, NOTEBOOK_S, skip, essential=False))
+    return checks
+
+
+def find_mpiexec(python: str) -> str | None:
+    beside = Path(python).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+# --------------------------------------------------------------------------- key results
+def _g(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def key_result(name: str, res: dict[str, Any]) -> str:
+    """One line of what a benchmark found; raises ValueError when its GPU path did not run."""
+    rows = res.get("rows") or []
+    if name == "matmul":
+        got = {r["variant"]: r for r in rows}
+        missing = [v for v in ("cuda_naive", "cuda_tiled", "torch") if v not in got]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} rows (numba.cuda: {res.get('cuda')})")
+        if any(r.get("timer") != "cuda_events" for r in got.values()):
+            raise ValueError("a CUDA variant was not timed with CUDA events")
+        rates = ", ".join(f"{v} {_g(r['GFLOPs'])}" for v, r in got.items())
+        match = all(r.get("verified") for r in rows)
+        return f"{rates} GFLOP/s; " + ("all results match" if match else "RESULTS DIFFER")
+    if name == "gemm":
+        if res.get("device") != "cuda":
+            raise ValueError(f"ran on {res.get('device')}, not on the GPU")
+        peaks = res["peak_GFLOPs_by_dtype"]
+        return "peak " + ", ".join(f"{d} {_g(v)}" for d, v in peaks.items()) + " GFLOP/s"
+    if name == "stream":
+        if "gpu_copy_GBps" not in res:
+            raise ValueError(f"no device copy measured ({res.get('gpu_skipped', 'no GPU')})")
+        return (f"device copy {_g(res['gpu_copy_GBps'])} GB/s, "
+                f"host triad {_g(res['triad_GBps'])} GB/s")
+    if any("busbw_GBps" in r for r in rows):
+        if res.get("backend") != "nccl":
+            raise ValueError(f"backend {res.get('backend')}, not NCCL")
+        best = max(r["busbw_GBps"] for r in rows if "busbw_GBps" in r)
+        return f"best busbw {_g(best)} GB/s, {res.get('world')} rank(s), NCCL"
+    if name == "jacobi":
+        if res.get("backend") != "nccl":
+            raise ValueError(f"backend {res.get('backend')}, not NCCL")
+        return (f"{res['backend']}, {res['world']} rank(s), max error "
+                f"{res['max_err_vs_reference']:.1e}, {_g(max(r['mlups'] for r in rows))} MLUP/s")
+    if name == "overheads":
+        launch = res.get("gpu", {}).get("gpu_launch")
+        if not launch:
+            raise ValueError("no GPU launch measured")
+        return f"kernel launch + sync {launch['launch_and_sync_s'] * 1e6:.1f} us"
+    return f"{len(rows)} rows" if rows else f"{len(res)} fields"
+
+
+# --------------------------------------------------------------------------- running
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def environment(python: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(HPCAI_ROOT=str(ROOT), HPCAI_RESULTS_DIR=str(OUT / "results"),
+               PATH=os.pathsep.join([str(Path(python).parent), env.get("PATH", "")]),
+               # Open MPI refuses root and more ranks than cores unless told; MPICH ignores
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    return env
+
+
+def run_check(check: Check, limit_s: float, env: dict[str, str]) -> Outcome:
+    """Run one check within ``limit_s`` seconds; its whole process group goes on timeout."""
+    log = OUT / "logs" / f"{check.name.replace(':', '-')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(check.command, cwd=ROOT, env=env, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = proc.communicate(timeout=limit_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's and mpiexec's ranks too
+        stdout, stderr = proc.communicate()
+        timed_out = True
+    seconds = time.perf_counter() - started
+    log.write_text(f"$ {' '.join(check.command)}\n--- stdout ---\n{stdout}\n"
+                   f"--- stderr ---\n{stderr}", encoding="utf-8")
+    out = Outcome(check.name, "FAILED", seconds, log=_shown(log))
+    if timed_out:
+        out.result = f"stopped after {limit_s:.0f} s (its limit)"
+    elif proc.returncode != 0:
+        tail = [line for line in (stderr or stdout).strip().splitlines() if line.strip()]
+        out.result = f"exit {proc.returncode}: " + (tail[-1] if tail else "no output")
+    elif check.name.startswith("notebook:"):
+        out.status, out.result = "ok", "executed at profile gpu"
+    else:
+        try:
+            out.data = json.loads(stdout.strip().splitlines()[-1])
+            out.result = key_result(check.name.split(":", 1)[1], out.data)
+            out.status = "ok"
+        except (ValueError, IndexError) as err:  # no JSON, or the GPU path did not run
+            out.result = f"bad result: {err}"
+        except (KeyError, TypeError, AttributeError) as err:  # the JSON changed shape
+            out.status, out.result = "ok", f"ran; no key result ({type(err).__name__}: {err})"
+    return out
+
+
+def run_all(checks: list[Check], env: dict[str, str], budget_s: float) -> list[Outcome]:
+    deadline = time.monotonic() + budget_s
+    outcomes = []
+    for check in checks:
+        left = deadline - time.monotonic()
+        if check.skip:
+            outcomes.append(Outcome(check.name, "skipped", result=check.skip))
+        elif left < 5:
+            outcomes.append(Outcome(check.name, "FAILED" if check.essential else "skipped",
+                                    result=f"not run: the {budget_s:.0f} s budget is spent"))
+        else:
+            print(f"running {check.name} (at most {min(check.timeout_s, left):.0f} s) ...",
+                  flush=True)
+            outcomes.append(run_check(check, min(check.timeout_s, left), env))
+    return outcomes
+
+
+# --------------------------------------------------------------------------- reporting
+def table(outcomes: list[Outcome]) -> str:
+    width = max([len(o.name) for o in outcomes] + [5])
+    lines = [f"{'check':<{width}}  {'status':<7}  {'seconds':>7}  result",
+             f"{'-' * width}  {'-' * 7}  {'-' * 7}  {'-' * 6}"]
+    for o in outcomes:
+        lines.append(f"{o.name:<{width}}  {o.status:<7}  {o.seconds:7.1f}  {o.result}")
+    failed = sum(o.status == "FAILED" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    lines.append(f"{'total':<{width}}  {failed} failed, {skipped} skipped  "
+                 f"{sum(o.seconds for o in outcomes):.1f} s")
+    return "\n".join(lines)
+
+
+def write_summary(outcomes: list[Outcome], machine: dict[str, Any], budget_s: float,
+                  path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"machine": machine, "budget_s": budget_s,
+               "total_s": sum(o.seconds for o in outcomes),
+               "passed": not any(o.status == "FAILED" for o in outcomes),
+               "checks": [asdict(o) for o in outcomes]}
+    path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", help="the Python with a CUDA build of PyTorch "
+                        "(default: .venv/bin/python or python3, the first that has one)")
+    parser.add_argument("--list", action="store_true", help="print the checks, run nothing")
+    parser.add_argument("--only", help="comma list of check names (gemm, notebook:ch05_...)")
+    parser.add_argument("--budget", type=float, default=BUDGET_S,
+                        help=f"seconds for all checks together (default {BUDGET_S})")
+    ns = parser.parse_args(argv)
+    if not ns.budget > 0:
+        parser.exit(2, f"error: --budget must be a positive number of seconds, not {ns.budget}\n")
+    if ns.python and not (shutil.which(ns.python) or Path(ns.python).is_file()):
+        parser.exit(2, f"error: --python {ns.python}: no such program\n")
+
+    info, others = find_python(ns.python)
+    if info is None and not ns.list:
+        tried = "; ".join(f"{o['python']} ({o['why']})" for o in others) or "no python3"
+        parser.exit(2, f"error: no CUDA GPU is visible: {tried}. Run `make gpu-check` on a "
+                    "machine with an NVIDIA GPU and a CUDA build of PyTorch, with "
+                    "`PYTHON=/path/to/python` if that Python is not the first python3; "
+                    "`--list` shows the checks without a GPU.\n")
+    machine = info or (others[0] if others else {"python": sys.executable, "modules": {}})
+    python, n_gpus = machine["python"], len(machine.get("gpus") or [None])
+    checks = (bench_checks(python, n_gpus, find_mpiexec(python))
+              + notebook_checks(python, machine["modules"]))
+    if ns.only:
+        wanted = [w.strip() for w in ns.only.split(",") if w.strip()]
+        known = {c.name for c in checks} | {c.name.split(":", 1)[1] for c in checks}
+        unknown = [w for w in wanted if w not in known]
+        if unknown or not wanted:
+            parser.exit(2, f"error: --only {ns.only!r}: unknown check(s) {unknown}; choose "
+                        f"from {', '.join(c.name for c in checks)} (or without the prefix)\n")
+        checks = [c for c in checks if {c.name, c.name.split(":", 1)[1]} & set(wanted)]
+
+    if ns.list:
+        where = (f"{python}: torch {info['torch']}, {n_gpus} x {info['gpus'][0]}" if info else
+                 f"no CUDA GPU found here; listed as if {python} had one GPU")
+        print(f"gpu-check would run {len(checks)} checks within {ns.budget:.0f} s ({where}):")
+        for c in checks:
+            what = f"skipped: {c.skip}" if c.skip else " ".join(c.command)
+            print(f"  {c.name:<28} <= {c.timeout_s:3.0f} s  {what}")
+        return 0
+
+    print(f"gpu-check with {python}: torch {info['torch']}, {n_gpus} x {info['gpus'][0]}")
+    outcomes = run_all(checks, environment(python), ns.budget)
+    write_summary(outcomes, info, ns.budget, OUT / "summary.json")
+    print("\n" + table(outcomes))
+    print(f"\nsummary: {_shown(OUT / 'summary.json')}; "
+          f"full output per check: {_shown(OUT / 'logs')}/")
+    return 1 if any(o.status == "FAILED" for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

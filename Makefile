@@ -8,7 +8,7 @@ PROFILE ?= cpu
 # Where a profile other than cpu builds (keeps its own execution cache).
 BOOK_OUT := $(if $(filter cpu,$(PROFILE)),.,_build/profiles/$(PROFILE))
 
-.PHONY: help setup book figures notebooks classroom test lint clean
+.PHONY: help setup book figures notebooks classroom test lint clean gpu-check
 
 help:
 	@echo "make book        set up, draw figures, execute notebooks (PROFILE=$(PROFILE)), build HTML"
@@ -17,6 +17,7 @@ help:
 	@echo "make notebooks   papermill batch run into _build/executed/<PROFILE>/ (PROFILE=smoke|cpu|gpu|cluster)"
 	@echo "make classroom   executed notebooks + nbval sanitize file in _build/classroom/"
 	@echo "make lint        ruff"
+	@echo "make gpu-check   run every GPU path of the book on this machine's CUDA GPU (<= 8 min; PYTHON=...)"
 	@echo "make clean       remove build outputs and generated figures (keeps .venv)"
 
 setup: $(STAMP)
@@ -50,3 +51,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf _build figures/generated .pytest_cache
+
+# On a GPU machine, with its own Python and CUDA build of PyTorch: PYTHON=... or the first of
+# .venv/bin/python and python3 that has one. No setup: no venv, nothing installed.
+gpu-check:
+	$(if $(filter command line environment,$(origin PYTHON)),$(PYTHON) scripts/gpu_check.py --python $(PYTHON),python3 scripts/gpu_check.py)

@@ -23,10 +23,11 @@ def test_io_json_at_smoke_and_cleans_up(tmp_path):
         assert out[key] > 0, key
     assert set(out["per_file_us"]) == {"create", "create_fsync", "stat", "read", "unlink"}
     assert all(v > 0 for v in out["per_file_us"].values())
-    # durability costs time: fsync per file cannot be faster than no fsync (10 % slack for noise)
-    assert out["per_file_us"]["create_fsync"] > 0.9 * out["per_file_us"]["create"]
-    # the write that includes fsync cannot beat the one that returns at write()
-    assert out["large_write_GBps"] <= out["large_write_cached_GBps"] * 1.1
+    # No timing relation between separately timed loops (fsync'ed against plain creates):
+    # on tmpfs fsync costs nothing and the two differ by noise alone.
+    # The durable large write is the same write timed until after fsync, sample by sample,
+    # so its median time cannot be shorter: a relation of the data, not of the noise.
+    assert out["large_write_GBps"] <= out["large_write_cached_GBps"] * (1 + 1e-9)
 
 
 def test_small_and_large_helpers_roundtrip(tmp_path):

@@ -39,7 +39,8 @@ def test_pi_mpi_json_at_smoke(ranks):
     assert out["error"] < 1e-9
     assert out["median_s"] > 0 and out["iqr_s"] >= 0
     assert len(out["times_s"]) == out["settings"]["repeats"]
-    assert out["compute_s"] <= out["median_s"] * 1.5
+    # each sample's compute interval lies inside its timed interval: a relation of the data
+    assert out["compute_s"] <= out["median_s"] * (1 + 1e-9)
     assert "machine" in out
 
 

@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 PROFILE ?= cpu
 # Where a profile other than cpu builds (keeps its own execution cache).
 BOOK_OUT := $(if $(filter cpu,$(PROFILE)),.,_build/profiles/$(PROFILE))
+RUN := PATH=$(abspath $(BIN)):$$PATH $(BIN)/python
 
 .PHONY: help setup book figures notebooks classroom test lint clean gpu-check
 
 help:
-	@echo "make book        set up, draw figures, execute notebooks (PROFILE=$(PROFILE)), build HTML"
+	@echo "make book        set up, draw figures, execute each notebook once (PROFILE=$(PROFILE)), build HTML"
 	@echo "make test        set up, then run the whole test suite"
 	@echo "make figures     draw the code-drawn figures into figures/generated/"
 	@echo "make notebooks   papermill batch run into _build/executed/<PROFILE>/ (PROFILE=smoke|cpu|gpu|cluster)"
@@ -32,16 +33,18 @@ $(STAMP): requirements.txt pyproject.toml
 figures: $(STAMP)
 	$(BIN)/python figures/build.py
 
-book: $(STAMP) figures
-	HPCAI_PROFILE=$(PROFILE) PATH=$(abspath $(BIN)):$$PATH $(BIN)/jupyter-book build . --path-output $(BOOK_OUT)
-	@echo
-	@echo "The book is at $(abspath $(BOOK_OUT))/_build/html/index.html"
+# The profile is checked first (unknown, or not runnable here: `error: ...`, nothing drawn or
+# executed); then figures; then scripts/build_book.py executes each notebook once and builds.
+book: $(STAMP)
+	@$(RUN) scripts/build_book.py --profile $(PROFILE) --check-only
+	$(RUN) figures/build.py
+	$(RUN) scripts/build_book.py --profile $(PROFILE) --out $(BOOK_OUT)
 
 notebooks: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/run_notebooks.py --profile $(PROFILE)
+	$(RUN) scripts/run_notebooks.py --profile $(PROFILE)
 
 classroom: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python scripts/classroom.py --profile $(PROFILE)
+	$(RUN) scripts/classroom.py --profile $(PROFILE)
 
 test: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests

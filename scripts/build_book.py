@@ -8,7 +8,8 @@ The steps, in order:
 
 1. check the profile against this machine (``hpcai.profiles.check_profile``); a bad one stops
    here with ``error: ...`` and exit status 2, before anything is drawn or executed;
-2. as root on Debian or Ubuntu, when ``sbatch`` is missing or the local cluster is down, run
+2. as root on Debian or Ubuntu, when no SLURM controller answers (``sbatch`` missing or the
+   cluster down: ``hpcai.capabilities.available("slurm")``), run
    ``scripts/setup_machine.sh`` (SLURM, munge and the two-node local cluster), unless
    ``--no-setup``;
 3. execute every notebook of ``_toc.yml`` with papermill, *without* injecting parameters
@@ -28,23 +29,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-from run_notebooks import Outcome, execute, shown, toc_notebooks  # noqa: E402
-
+from hpcai.capabilities import available, format_missing, missing, refresh  # noqa: E402
+from hpcai.notebooks import Outcome, execute, shown, toc_notebooks, write_summary  # noqa: E402
 from hpcai.profiles import PROFILES, ProfileError, check_profile  # noqa: E402
 
 SETUP = ROOT / "scripts" / "setup_machine.sh"
@@ -65,20 +62,6 @@ def default_out(profile: str) -> Path:
 
 # --- step 2: the machine -------------------------------------------------------------------
 
-def cluster_up() -> bool:
-    """True when ``sbatch`` exists and ``sinfo`` answers with at least one usable node."""
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return False
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                              timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    states = proc.stdout.split()
-    return proc.returncode == 0 and any(
-        s.rstrip("*~#") in {"idle", "mixed", "allocated", "completing"} for s in states)
-
-
 def is_debian() -> bool:
     return Path("/etc/debian_version").exists()
 
@@ -87,7 +70,7 @@ def set_up_machine() -> None:
     """As root on Debian/Ubuntu, install and start what the book needs (never fatal)."""
     if not (hasattr(os, "geteuid") and os.geteuid() == 0 and is_debian()):
         return
-    if cluster_up():
+    if available("slurm"):
         return
     if not (SETUP.is_file() and os.access(SETUP, os.X_OK)):
         print(f"setup: no cluster here, and {shown(SETUP)} is missing; going on without one")
@@ -95,6 +78,7 @@ def set_up_machine() -> None:
     print(f"setup: running as root on Debian and no SLURM cluster answers: {shown(SETUP)}",
           flush=True)
     proc = subprocess.run([str(SETUP)], cwd=ROOT)
+    refresh()
     if proc.returncode != 0:
         print(f"setup: {shown(SETUP)} exited {proc.returncode}; going on without a cluster")
 
@@ -205,9 +189,7 @@ def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache
             CacheBundleIn(nb, str(path), data={"execution_seconds": outcome.seconds}),
             check_validity=False, overwrite=True)
         print(f"ok        {name} in {outcome.seconds:.1f} s", flush=True)
-    (executed_dir / "summary.json").write_text(
-        json.dumps({"profile": profile, "notebooks": [asdict(o) for o in outcomes]},
-                   indent=1) + "\n", encoding="utf-8")
+    write_summary(executed_dir, profile, outcomes)
     return outcomes
 
 
@@ -240,17 +222,8 @@ def jupyter_book(out: Path, profile: str, strict: bool) -> tuple[int, str]:
 # --- step 6: what is missing ---------------------------------------------------------------
 
 def capability_summary(paths: list[Path]) -> None:
-    try:
-        from hpcai.capabilities import missing
-    except ImportError:
-        return
-    rows = missing(paths)
-    if not rows:
-        print("every page ran with everything it can use (cluster, GPU)")
-        return
-    print(f"{len(rows)} page(s) ran without a capability:")
-    for row in rows:
-        print(f"  {row['page']}: no {row['capability']}; enable with: {row['enable']}")
+    """Each page that ran without a capability it needs, and the command that enables it."""
+    print(format_missing(missing(paths)))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,5 +1,10 @@
 """Every notebook of the book runs at the smoke profile; the classroom bundle passes nbval;
-bad parameters fail fast with a clear message."""
+bad parameters fail fast with a clear message.
+
+The notebooks execute once, in the ``smoke_book`` fixture (``scripts/build_book.py``); the
+per-notebook checks read its summary and the classroom bundle is copied from its executed
+notebooks. Only nbval executes them again, as it must to compare outputs.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from classroom import main as classroom_main
-from run_notebooks import execute, toc_notebooks
+
+from hpcai.notebooks import execute, toc_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSROOM = ROOT / "_build" / "test" / "classroom"
@@ -18,11 +24,10 @@ NOTEBOOKS = toc_notebooks()
 
 
 @pytest.fixture(scope="session")
-def classroom() -> dict[str, dict]:
-    """Build the classroom bundle at smoke once (papermill executes every notebook)."""
-    classroom_main(["--profile", "smoke", "--out", str(CLASSROOM)])
-    summary = json.loads((CLASSROOM / "summary.json").read_text())
-    return {row["notebook"]: row for row in summary}
+def classroom(smoke_book) -> Path:
+    """The classroom bundle, built from the smoke book's executions (nothing re-executes)."""
+    classroom_main(["--from", str(smoke_book.executed), "--out", str(CLASSROOM)])
+    return CLASSROOM
 
 
 def test_toc_lists_notebooks():
@@ -31,28 +36,35 @@ def test_toc_lists_notebooks():
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_at_smoke(classroom, notebook):
-    row = classroom[str(notebook.relative_to(ROOT))]
+def test_notebook_executes_at_smoke(smoke_book, notebook):
+    row = smoke_book.status.get(str(notebook.relative_to(ROOT)))
+    assert row is not None, f"not executed; build_book printed:\n{smoke_book.log[-3000:]}"
     assert row["status"] == "ok", row["error"]
 
 
 def test_classroom_bundle_passes_nbval(classroom):
-    assert (CLASSROOM / "sanitize.cfg").exists()
-    ipynbs = sorted(CLASSROOM.glob("*.ipynb"))
+    assert (classroom / "sanitize.cfg").exists()
+    ipynbs = sorted(classroom.glob("*.ipynb"))
     assert len(ipynbs) == len(NOTEBOOKS)
     compared = 0
     for nb in ipynbs:  # the bundle keeps outputs
         cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
         assert any(c.get("outputs") for c in cells), nb.name
+        assert "classroom-profile" in cells[0]["metadata"].get("tags", []), nb.name
         compared += sum("nbval-ignore-output" not in c["metadata"].get("tags", [])
                         and bool(c.get("outputs")) for c in cells)
     assert compared >= len(ipynbs), "nbval must still compare outputs of non-measuring cells"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-current-env",
-         "--nbval", str(CLASSROOM), "--nbval-sanitize-with", str(CLASSROOM / "sanitize.cfg")],
-        capture_output=True, text=True, cwd=CLASSROOM,
+         "--nbval", str(classroom), "--nbval-sanitize-with", str(classroom / "sanitize.cfg")],
+        capture_output=True, text=True, cwd=classroom,
     )
     assert proc.returncode == 0, proc.stdout[-6000:]
+
+
+def test_classroom_refuses_a_folder_without_executions(tmp_path, capsys):
+    assert classroom_main(["--from", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.startswith("error: --from")
 
 
 def test_measuring_cells_are_recognised():
@@ -62,6 +74,8 @@ def test_measuring_cells_are_recognised():
     assert measures({"source": "x = 1", "outputs": [
         {"data": {"application/papermill.record/text/plain": "3.2"}}]})
     assert not measures({"source": "assert np.allclose(a, b)\nprint(a.shape)", "outputs": []})
+    # what the page says about this machine's cluster or GPU depends on the machine
+    assert measures({"source": 'page_note("slurm");', "outputs": []})
 
 
 @pytest.mark.parametrize(

@@ -25,11 +25,13 @@ Usage guide
        :tags: [remove-input]
 
        from hpcai.capabilities import page_note
-       page_note("slurm")
+       page_note("slurm");
        ```
 
    It displays one admonition naming what is missing and the command that enables it, and
-   nothing at all when everything is there.
+   nothing at all when everything is there (the ``;`` keeps Jupyter from echoing the list it
+   returns). ``tests/test_capabilities.py`` checks that the capabilities a page passes to
+   ``page_note`` are the ones its header declares.
 
 3. **Prose that depends on a measurement** is glued as a whole sentence, chosen in code::
 
@@ -56,9 +58,9 @@ Usage guide
    sentence on its own -- never "not measured", "n/a" or a placeholder.
 
 4. **In code**: ``available("slurm")`` (cached; ``refresh()`` forgets the answers),
-   ``enable_command("gpu")``, ``missing([paths])`` (``[{page, capability, enable}]``, what the
-   build prints at its end), ``skip_capability(reason)`` (which capability a test's skip
-   reason is about; the test suite's closing summary uses it).
+   ``enable_command("gpu")``, ``missing([paths])`` (``[{page, capability, enable}]``) and
+   ``format_missing(rows)`` (the lines that close ``make book``), ``skip_summary(reasons)``
+   (the lines that close ``make test``: tests skipped for want of a cluster or a GPU).
 
 Capabilities
 ============

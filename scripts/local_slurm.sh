@@ -252,7 +252,7 @@ up() {
         fi
     done
     wait_idle "${nodes[@]}"
-    say "nodes ${nodes[*]} are up; cluster is up (conf $CONF)"
+    say "nodes up: ${nodes[*]}; cluster is up (conf $CONF)"
 }
 
 stop_pidfile() {

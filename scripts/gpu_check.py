@@ -23,6 +23,9 @@ of ``.venv/bin/python`` and ``python3`` whose PyTorch sees a CUDA GPU: on a GPU 
 is its own CUDA build of PyTorch, not the CPU-only pin of requirements.txt. Nothing is
 installed and nothing is downloaded. This file itself needs only the standard library.
 
+A benchmark that gains a ``gpu`` row joins by itself; give it a limit in ``TIMEOUT_S`` and,
+if it has a GPU part, a line in :func:`key_result` that fails when that part did not run.
+
 The table is printed and written to ``_build/gpu-check/summary.json``; each check's full
 output is in ``_build/gpu-check/logs/``. Exit status: 0 when every check that ran passed,
 1 when one failed, 2 (before any work) on bad input or when no CUDA GPU is visible.
@@ -98,7 +101,7 @@ class Outcome:
 def probe(python: str) -> dict[str, Any]:
     """What ``python`` offers: torch and its GPUs, and which optional modules it has."""
     try:
-        proc = subprocess.run([python, "-c", PROBE, "numba", "mpi4py", *JUPYTER],
+        proc = subprocess.run([python, "-c", PROBE, "mpi4py", *JUPYTER],
                               capture_output=True, text=True, timeout=180)
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as err:
@@ -146,7 +149,9 @@ def launcher(text: str) -> str:
     return "python"
 
 
-def bench_checks(python: str, n_gpus: int, mpiexec: str | None) -> list[Check]:
+def bench_checks(python: str, n_gpus: int, mpiexec: str | None,
+                 modules: dict[str, bool] | None = None) -> list[Check]:
+    """One check per benchmark with a gpu row; ``modules``: what the probe found."""
     checks = []
     for path in sorted((ROOT / "scripts" / "bench").glob("*.py")):
         text = path.read_text(encoding="utf-8")
@@ -164,8 +169,9 @@ def bench_checks(python: str, n_gpus: int, mpiexec: str | None) -> list[Check]:
             cmd = [python, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={n_gpus}", *script]
         elif how == "mpiexec":
-            if mpiexec is None:
-                skip = skip or f"mpiexec is neither next to {python} nor on the PATH"
+            if mpiexec is None or (modules or {}).get("mpi4py") is False:
+                skip = skip or (f"mpiexec is neither next to {python} nor on the PATH"
+                                if mpiexec is None else "this Python has no mpi4py")
             cmd = [mpiexec or "mpiexec", "-n", str(MPI_RANKS), python, *script]
         else:
             cmd = [python, *script]
@@ -194,6 +200,20 @@ def find_mpiexec(python: str) -> str | None:
 # --------------------------------------------------------------------------- key results
 def _g(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+# The one-line result of the benchmarks that time the host (their gpu profile has no GPU part).
+HEADLINE = {
+    "compilers": lambda r: f"{len(r['c'])} C builds timed, "
+                           f"best {_g(max(x['gflops'] for x in r['c']))} GFLOP/s",
+    "io": lambda r: f"large file write {_g(r['large_write_GBps'])} GB/s, "
+                    f"read {_g(r['large_read_GBps'])} GB/s",
+    "memhier": lambda r: f"read up to {_g(max(x['read_GBps'] for x in r['rows']))} GB/s, "
+                         f"latency {_g(r['rows'][-1]['latency_ns'])} ns at the largest size",
+    "pi_mpi": lambda r: f"pi to {r['error']:.1e} on {r['ranks']} ranks",
+    "pingpong": lambda r: f"alpha {_g(r['alpha_us'])} us, beta {_g(r['beta_GBps'])} GB/s",
+    "scaling": lambda r: f"speedup {_g(r['speedup_max'])} on {r['workers'][-1]} threads",
+}
 
 
 def key_result(name: str, res: dict[str, Any]) -> str:
@@ -234,6 +254,8 @@ def key_result(name: str, res: dict[str, Any]) -> str:
         if not launch:
             raise ValueError("no GPU launch measured")
         return f"kernel launch + sync {launch['launch_and_sync_s'] * 1e6:.1f} us"
+    if name in HEADLINE:
+        return HEADLINE[name](res)
     return f"{len(rows)} rows" if rows else f"{len(res)} fields"
 
 
@@ -252,6 +274,14 @@ def environment(python: str) -> dict[str, str]:
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
     return env
+
+
+def telling_line(text: str) -> str:
+    """The last line of a failed run that names an error (torchrun's own report aside)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"\berror\b|Error\b|Exception\b", line)
+              and not re.search(r"elastic|ChildFailedError", line)]
+    return (errors or lines or ["no output"])[-1][:300]
 
 
 def run_check(check: Check, limit_s: float, env: dict[str, str]) -> Outcome:
@@ -275,17 +305,20 @@ def run_check(check: Check, limit_s: float, env: dict[str, str]) -> Outcome:
     if timed_out:
         out.result = f"stopped after {limit_s:.0f} s (its limit)"
     elif proc.returncode != 0:
-        tail = [line for line in (stderr or stdout).strip().splitlines() if line.strip()]
-        out.result = f"exit {proc.returncode}: " + (tail[-1] if tail else "no output")
+        out.result = f"exit {proc.returncode}: {telling_line(stdout + chr(10) + stderr)}"
     elif check.name.startswith("notebook:"):
         out.status, out.result = "ok", "executed at profile gpu"
     else:
         try:
             out.data = json.loads(stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            out.result = "no JSON object on the last line of its output"
+            return out
+        try:
             out.result = key_result(check.name.split(":", 1)[1], out.data)
             out.status = "ok"
-        except (ValueError, IndexError) as err:  # no JSON, or the GPU path did not run
-            out.result = f"bad result: {err}"
+        except ValueError as err:  # the GPU path did not run
+            out.result = f"GPU path not run: {err}"
         except (KeyError, TypeError, AttributeError) as err:  # the JSON changed shape
             out.status, out.result = "ok", f"ran; no key result ({type(err).__name__}: {err})"
     return out
@@ -355,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     "`--list` shows the checks without a GPU.\n")
     machine = info or (others[0] if others else {"python": sys.executable, "modules": {}})
     python, n_gpus = machine["python"], len(machine.get("gpus") or [None])
-    checks = (bench_checks(python, n_gpus, find_mpiexec(python))
+    checks = (bench_checks(python, n_gpus, find_mpiexec(python), machine["modules"])
               + notebook_checks(python, machine["modules"]))
     if ns.only:
         wanted = [w.strip() for w in ns.only.split(",") if w.strip()]

@@ -115,6 +115,8 @@ def test_distributed_checks_take_one_rank_per_gpu():
             assert one[f"bench:{name}"].skip.startswith(f"needs {need} GPUs")
     nompi = gc.bench_checks("py", 1, None)
     assert all(c.skip for c in nompi if c.command[0] == "mpiexec")
+    no4py = gc.bench_checks("py", 1, "mpiexec", {"mpi4py": False})
+    assert all("mpi4py" in c.skip for c in no4py if c.command[0] == "mpiexec")
 
 
 def test_benchmark_limits_fit_the_budget():
@@ -154,6 +156,19 @@ def test_run_all_reports_ok_failed_skipped_and_timeouts(tmp_path, monkeypatch):
                        gc.Check("notebook:y", ["true"], 30, essential=False)], {}, budget_s=1)
     assert [(o.status, "budget" in o.result) for o in late] == [("FAILED", True),
                                                                 ("skipped", True)]
+
+
+def test_a_failure_is_reported_by_its_error_line_not_torchruns_report():
+    out = """[rank0]:   File "allreduce.py", line 153, in run
+[rank0]: ZeroDivisionError: float division by zero
+E1201 api.py:1002] failed (exitcode: 1) local_rank: 0 (pid: 14755)
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================"""
+    assert gc.telling_line(out) == "[rank0]: ZeroDivisionError: float division by zero"
+    assert gc.telling_line("just\nthe last line") == "the last line"
+    assert gc.telling_line("") == "no output"
 
 
 def test_table_and_summary_from_fake_results(tmp_path):

@@ -139,9 +139,9 @@ def init(backend: str = "auto") -> World:
     if not dist.is_initialized():
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             dist.init_process_group(chosen)
-        else:  # not launched by torchrun: a world of one
-            dist.init_process_group(chosen, init_method=f"tcp://127.0.0.1:{free_port()}",
-                                    rank=0, world_size=1)
+        else:  # not launched by torchrun: a world of one, on an in-memory store
+            # (no TCP port to pick, so no race with another process taking it)
+            dist.init_process_group(chosen, store=dist.HashStore(), rank=0, world_size=1)
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank,
                  backend=chosen, device=device)
 

@@ -105,7 +105,7 @@ def check_profile(profile: str | None) -> str:
     if name == "cluster" and not has_slurm():
         raise ProfileError(
             "profile 'cluster' launches work through SLURM, but `sbatch` is not on the PATH. "
-            "Start the one-node cluster with `scripts/local_slurm.sh up` (as root), run on a "
+            "Start the local cluster with `scripts/local_slurm.sh up --nodes 2` (as root), run on a "
             "cluster login node, or use profile 'cpu'."
         )
     return name

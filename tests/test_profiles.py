@@ -40,7 +40,7 @@ def test_gpu_without_cuda_says_what_to_do(monkeypatch):
 
 def test_cluster_without_slurm_says_what_to_do(monkeypatch):
     monkeypatch.setattr(profiles, "has_slurm", lambda: False)
-    with pytest.raises(ProfileError, match="sbatch.*local_slurm.sh up"):
+    with pytest.raises(ProfileError, match="sbatch.*local_slurm.sh up --nodes 2"):
         resolve("cluster", TABLE)
 
 

@@ -146,7 +146,8 @@ def run(S: Any) -> dict[str, Any] | None:
            "dtype": str(S.dtype), "checked_against_library": True,
            "checks_passed": checks_passed, "placement": placement}
     largest = sizes[-1]
-    if "ring" in algos and "library" in algos:
+    # With one rank nothing crosses a link (busbw is 0 by definition): no ratio then.
+    if "ring" in algos and "library" in algos and world.size > 1:
         ring = next(r for r in by_algo["ring"] if r["bytes"] == largest)
         lib = next(r for r in by_algo["library"] if r["bytes"] == largest)
         out["largest_bytes"] = largest

@@ -28,7 +28,7 @@ SIZES = {
     # message sizes 2^k bytes for k = 0 .. log2(max_bytes);
     # per size, `repeats` batches of round trips, each batch enough trips to move
     # about `target_bytes` (at least `min_iters`, at most `max_iters`); every trip timed.
-    "smoke": {"max_bytes": 256 * KiB, "target_bytes": 2 * KiB**2, "min_iters": 5,
+    "smoke": {"max_bytes": 4 * KiB**2, "target_bytes": 2 * KiB**2, "min_iters": 5,
               "max_iters": 60, "repeats": 3},
     "cpu": {"max_bytes": 16 * KiB**2, "target_bytes": 32 * KiB**2, "min_iters": 10,
             "max_iters": 1000, "repeats": 5},

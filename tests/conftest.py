@@ -68,17 +68,20 @@ def smoke_book() -> SmokeBook:
     return SmokeBook(out, proc.returncode, proc.stdout + proc.stderr)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """End the run with how many tests were skipped for want of a cluster or a GPU, and the
-    command that enables them (hpcai.capabilities)."""
+def pytest_unconfigure(config):
+    """End the run (after pytest's own summary line) with how many tests were skipped for
+    want of a cluster or a GPU, and the command that enables them (hpcai.capabilities)."""
     from hpcai.capabilities import skip_summary
 
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
     reasons = []
-    for report in terminalreporter.stats.get("skipped", []):
+    for report in reporter.stats.get("skipped", []):
         longrepr = report.longrepr
         reasons.append(str(longrepr[2] if isinstance(longrepr, tuple) else longrepr))
     lines = skip_summary(reasons)
     if lines:
-        terminalreporter.write_sep("-", "skipped for want of a cluster or a GPU")
+        reporter.write_sep("-", "skipped for want of a cluster or a GPU")
         for line in lines:
-            terminalreporter.write_line(line)
+            reporter.write_line(line)

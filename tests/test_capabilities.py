@@ -150,7 +150,7 @@ def test_make_test_ends_with_the_skip_summary(tmp_path):
         f"spec = importlib.util.spec_from_file_location('book_conftest', {str(ROOT / 'tests' / 'conftest.py')!r})\n"
         "mod = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(mod)\n"
-        "pytest_terminal_summary = mod.pytest_terminal_summary\n"
+        "pytest_unconfigure = mod.pytest_unconfigure\n"
         "import hpcai.capabilities as caps\n"
         "caps._available = lambda name: False   # this pretend machine has nothing\n")
     (tmp_path / "test_tiny.py").write_text(
@@ -166,9 +166,11 @@ def test_make_test_ends_with_the_skip_summary(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            str(tmp_path)], capture_output=True, text=True, cwd=tmp_path,
                           timeout=120)
-    tail = proc.stdout.strip().splitlines()[-4:]
+    tail = proc.stdout.strip().splitlines()[-5:]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ("2 tests skipped: no SLURM cluster -- enable: "
             "sudo scripts/local_slurm.sh up --nodes 2") in tail
     assert any(line.startswith("1 test skipped: no CUDA GPU -- enable:") for line in tail)
-    assert "1 passed, 4 skipped" in tail[-1]
+    # the very last lines, after pytest's own result line
+    assert "1 passed, 4 skipped" in tail[-4], tail
+    assert tail[-1].startswith("1 test skipped: no CUDA GPU"), tail

@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import Any
 
 from .paths import repo_root
+from .results import _in_notebook as _in_kernel
 
 CLUSTER_UP = "sudo scripts/local_slurm.sh up --nodes 2"
 _UP_STATES = {"idle", "mixed", "allocated", "completing", "planned"}
@@ -262,15 +263,6 @@ def format_missing(rows: Sequence[dict[str, str]]) -> str:
 
 
 # --- on the page ---------------------------------------------------------------------------
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
 
 def note_bundle(caps: Sequence[str]) -> dict[str, str] | None:
     """The admonition for the capabilities in ``caps`` that are missing, as a MIME bundle

@@ -18,8 +18,8 @@ bandwidth bookkeeping they are reported with (algbw, busbw) lives in :mod:`hpcai
    ``torch`` is imported only when an algorithm runs, so the cost models are cheap to import.
 
 2. **Alpha-beta (Hockney) cost models** of those algorithms. A message of ``m`` bytes costs
-   ``alpha + m * beta``: ``alpha`` is the latency in seconds, ``beta`` the transfer time per
-   byte in seconds (the inverse of the link bandwidth; :func:`beta_from_GBps` converts). The
+   ``t(m) = alpha + m / beta``: ``alpha`` is the latency in seconds, ``beta`` the link
+   bandwidth in bytes per second (:func:`beta_from_GBps` converts from GB/s). The
    models ignore the time spent adding numbers, so they are lower bounds when the reduction
    itself is not free.
 """
@@ -228,56 +228,59 @@ ALLREDUCE_ALGORITHMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 # --------------------------------------------------------------------------
-# 2. Alpha-beta cost models (alpha in s, beta in s/byte)
+# 2. Alpha-beta cost models (alpha in s, beta in bytes/s): t(m) = alpha + m / beta
 # --------------------------------------------------------------------------
 
 
 def beta_from_GBps(bandwidth_GBps: float) -> float:
-    """Seconds per byte for a link of ``bandwidth_GBps`` GB/s (1 GB = 1e9 B)."""
+    """The bandwidth ``beta`` in bytes per second of a link of ``bandwidth_GBps`` GB/s (1e9 B)."""
     if bandwidth_GBps <= 0:
         raise ValueError(f"bandwidth must be positive, got {bandwidth_GBps!r}")
-    return 1.0 / (bandwidth_GBps * 1e9)
+    return bandwidth_GBps * 1e9
 
 
 def _check_model(n_bytes: float, p: int, alpha: float, beta: float) -> None:
     if p < 1:
         raise ValueError(f"p must be >= 1, got {p!r}")
-    if n_bytes < 0 or alpha < 0 or beta < 0:
-        raise ValueError("n_bytes, alpha and beta must be non-negative")
+    if n_bytes < 0 or alpha < 0:
+        raise ValueError("n_bytes and alpha must be non-negative")
+    if not beta > 0:
+        raise ValueError(f"the bandwidth beta must be positive (math.inf: no transfer "
+                         f"cost), got {beta!r}")
 
 
 def cost_naive(n_bytes: float, p: int, alpha: float, beta: float) -> float:
-    """Flat reduce to a root then flat broadcast: ``2 (p-1) (alpha + n beta)`` seconds."""
+    """Flat reduce to a root then flat broadcast: ``2 (p-1) (alpha + n / beta)`` seconds."""
     _check_model(n_bytes, p, alpha, beta)
-    return 2 * (p - 1) * (alpha + n_bytes * beta)
+    return 2 * (p - 1) * (alpha + n_bytes / beta)
 
 
 def cost_ring(n_bytes: float, p: int, alpha: float, beta: float) -> float:
-    """Ring all-reduce: ``2 (p-1) alpha + 2 (p-1)/p * n beta`` seconds."""
+    """Ring all-reduce: ``2 (p-1) alpha + 2 (p-1)/p * n / beta`` seconds."""
     _check_model(n_bytes, p, alpha, beta)
-    return 2 * (p - 1) * alpha + 2 * (p - 1) / p * n_bytes * beta
+    return 2 * (p - 1) * alpha + 2 * (p - 1) / p * n_bytes / beta
 
 
 def cost_recursive_doubling(n_bytes: float, p: int, alpha: float, beta: float) -> float:
-    """Recursive doubling: ``log2 q (alpha + n beta)`` seconds, ``q`` the largest power of two <= p.
+    """Recursive doubling: ``log2 q (alpha + n / beta)`` seconds, ``q`` the largest power of two <= p.
 
     When ``p`` is not a power of two the fold and unfold add two more full
-    messages: ``(log2 q + 2) (alpha + n beta)``.
+    messages: ``(log2 q + 2) (alpha + n / beta)``.
     """
     _check_model(n_bytes, p, alpha, beta)
     if p == 1:
         return 0.0
     q = 1 << (p.bit_length() - 1)
     steps = int(math.log2(q)) + (0 if q == p else 2)
-    return steps * (alpha + n_bytes * beta)
+    return steps * (alpha + n_bytes / beta)
 
 
 def cost_tree(n_bytes: float, p: int, alpha: float, beta: float) -> float:
-    """Binomial-tree reduce then binomial-tree broadcast: ``2 ceil(log2 p) (alpha + n beta)``."""
+    """Binomial-tree reduce then binomial-tree broadcast: ``2 ceil(log2 p) (alpha + n / beta)``."""
     _check_model(n_bytes, p, alpha, beta)
     if p == 1:
         return 0.0
-    return 2 * math.ceil(math.log2(p)) * (alpha + n_bytes * beta)
+    return 2 * math.ceil(math.log2(p)) * (alpha + n_bytes / beta)
 
 
 COST_MODELS: dict[str, Callable[[float, int, float, float], float]] = {

@@ -27,10 +27,13 @@ def test_cost_models_limits():
     assert ring < rd < C.cost_naive(n, 8, a, b)
     # tiny messages: recursive doubling pays log2 p latencies, ring 2(p-1)
     assert C.cost_recursive_doubling(8, 8, a, b) < C.cost_ring(8, 8, a, b)
-    assert C.cost_ring(n, 2, a, b) == pytest.approx(2 * a + n * b)
-    assert C.cost_recursive_doubling(n, 6, a, b) == pytest.approx(4 * (a + n * b))
+    assert C.cost_ring(n, 2, a, b) == pytest.approx(2 * a + n / b)
+    assert C.cost_recursive_doubling(n, 6, a, b) == pytest.approx(4 * (a + n / b))
     assert C.cost_tree(n, 1, a, b) == 0.0
-    assert math.isclose(C.beta_from_GBps(1.0), 1e-9)
+    assert math.isclose(C.beta_from_GBps(1.0), 1e9)   # beta is a bandwidth, bytes/s
+    with pytest.raises(ValueError, match="bandwidth"):
+        C.cost_ring(n, 2, a, 0.0)
+    assert C.cost_ring(n, 2, a, math.inf) == pytest.approx(2 * a)
 
 
 # --------------------------------------------------------------------------

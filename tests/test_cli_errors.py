@@ -93,10 +93,10 @@ def test_non_number_is_refused(script):
 
 
 def test_unknown_choice_is_refused(script):
-    chosen = [k for k, m in knobs(script).items() if m.startswith("{")]
-    if not chosen:
-        pytest.skip(f"{script.name} declares no choices")
-    for knob in chosen:
+    """Every script has ``--profile``; any other knob with choices is refused alike."""
+    proc, seconds = _run(script, "--profile", "no-such-profile", "--json")
+    assert_one_error(proc, seconds, "unknown profile 'no-such-profile'")
+    for knob in [k for k, m in knobs(script).items() if m.startswith("{")]:
         proc, seconds = _run(script, "--profile", "smoke", "--json", knob, "no-such-value")
         assert_one_error(proc, seconds, knob)
 

@@ -12,6 +12,9 @@ and communication separately. Each row reports the solve's ``median_s`` and ``iq
 repeats (the slowest rank's), and the result names the node of every rank (``placement``)::
 
     torchrun --nproc-per-node 2 scripts/bench/jacobi.py --profile cpu --json
+
+``scripts/bench/jacobi_mpi.py`` runs the same stripes (``hpcai.stencil``) over MPI, with a
+compiled sweep and the exchange overlapped with the interior.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.distributed as dist
 from hpcai import dist as hd
 from hpcai.cli import bench_main
 from hpcai.measure import Timing
+from hpcai.stencil import halo_bytes, stripe_bounds  # the same stripes as jacobi_mpi.py
 
 SIZES: dict[str, dict[str, Any]] = {
     # sizes: grid edge n (boundary included); iters: Jacobi sweeps per solve.
@@ -75,30 +79,11 @@ def jacobi_reference(n: int, iters: int, dtype: torch.dtype = torch.float32,
     return u
 
 
-def stripe_bounds(n: int, p: int, r: int) -> tuple[int, int]:
-    """Global rows ``[start, stop)`` of the interior that rank ``r`` of ``p`` owns.
-
-    The ``n - 2`` interior rows are shared as evenly as possible (sizes differ by <= 1).
-    """
-    interior = n - 2
-    if not 0 <= r < p or interior < p:
-        raise ValueError(f"cannot cut {interior} interior rows into {p} stripes (rank {r})")
-    base, extra = divmod(interior, p)
-    start = 1 + r * base + min(r, extra)
-    return start, start + base + (1 if r < extra else 0)
-
-
 def local_stripe(n: int, p: int, r: int, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """Rank ``r``'s rows plus one ghost row above and below (boundary rows where they exist)."""
     start, stop = stripe_bounds(n, p, r)
     return initial_grid(n, dtype, device)[start - 1:stop + 1].clone()
-
-
-def halo_bytes(n: int, p: int, r: int, itemsize: int) -> int:
-    """Bytes rank ``r`` sends per sweep: one row of ``n`` values to each neighbour."""
-    neighbours = (r > 0) + (r < p - 1)
-    return neighbours * n * itemsize
 
 
 # --------------------------------------------------------------------------- halo exchange

@@ -1,4 +1,4 @@
-"""Chapter 6: distributed Jacobi matches the single-process solve exactly, under torchrun."""
+"""Chapter 6: distributed Jacobi matches the single-process solve exactly (torchrun and MPI)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hpcai.launch import LauncherError, load_script, run_script, torchrun
+from hpcai import stencil as st
+from hpcai.launch import LauncherError, load_script, mpiexec, run_script, torchrun
 
 SCRIPT = "scripts/bench/jacobi.py"
 jac = load_script("jacobi")
@@ -76,3 +77,67 @@ def test_grid_too_small_for_the_ranks_is_rejected():
 def test_unknown_exchange_is_rejected():
     with pytest.raises(LauncherError, match="exchange must be one of"):
         run_script(SCRIPT, profile="smoke", args=["--exchange", "telepathy"])
+
+
+# --------------------------------------------------------------------------- the MPI version
+MPI_SCRIPT = "scripts/bench/jacobi_mpi.py"
+
+
+def test_numba_sweeps_equal_the_numpy_and_torch_references():
+    n, iters = 20, 15
+    ref = st.reference(n, iters)
+    assert np.array_equal(ref, jac.jacobi_reference(n, iters).numpy())  # same problem, bitwise
+    for split in (False, True):
+        u = st.initial_grid(n)
+        out = u.copy()
+        for _ in range(iters):
+            if split:  # three pieces, as the overlapped sweep does them
+                st.sweep_rows(u, out, 2, n - 2)
+                st.sweep_rows(u, out, 1, 2)
+                st.sweep_rows(u, out, n - 2, n - 1)
+            else:
+                st.sweep_parallel(u, out)
+            u, out = out, u
+        assert np.array_equal(u, ref)
+
+
+@pytest.fixture(scope="module")
+def mpi_solved():
+    return mpiexec(MPI_SCRIPT, 2, profile="smoke", env={"OMP_NUM_THREADS": "1"})
+
+
+def test_mpi_variants_match_the_reference_exactly(mpi_solved):
+    out = mpi_solved
+    assert out["ranks"] == 2 and [p["rank"] for p in out["placement"]] == [0, 1]
+    assert out["max_err_vs_reference"] == 0.0
+    assert [r["n"] for r in out["rows"]] == out["settings"]["sizes"]
+    for r in out["rows"]:
+        assert {"blocking", "overlap", "standalone_1"} <= set(r["errors"])
+        assert max(r["errors"].values()) == 0.0
+        assert r["halo_bytes_per_iter"] == 4 * r["n"]  # one float32 row to one neighbour
+
+
+def test_mpi_rows_are_consistent(mpi_solved):
+    for r in mpi_solved["rows"]:
+        for v in ("blocking", "overlap", "compute", "exchange"):
+            assert r[f"{v}_s"] > 0 and r[f"{v}_iqr_s"] >= 0
+            assert len(r[f"{v}_times_s"]) == mpi_solved["settings"]["repeats"]
+        assert r["best_threads"] in mpi_solved["standalone_threads"]
+        assert r["best_standalone_s"] == min(s["median_s"] for s in r["standalone"].values())
+        assert r["speedup_overlap"] == pytest.approx(r["best_standalone_s"] / r["overlap_s"])
+        b, o, c = r["blocking_s"], r["overlap_s"], r["compute_s"]
+        assert r["exposed_exchange_s"] == pytest.approx(b - c)
+        if b > c:
+            assert r["hidden_fraction"] == pytest.approx((b - o) / (b - c))
+        else:
+            assert r["hidden_fraction"] is None
+
+
+def test_mpi_grid_too_small_is_rejected():
+    with pytest.raises(LauncherError, match="at least 4 rows"):  # one rank: 2 interior rows
+        run_script(MPI_SCRIPT, profile="smoke", args=["--sizes", "3"])
+
+
+def test_mpi_unknown_dtype_is_rejected():
+    with pytest.raises(LauncherError, match="dtype must be one of"):
+        run_script(MPI_SCRIPT, profile="smoke", args=["--dtype", "int8"])

@@ -116,3 +116,14 @@ def test_pi_under_mpi_on_two_nodes(launcher):
     assert res["ranks"] == 2 and res["n"] == n
     # the trapezoid rule's error bound, 1/(6 n^2), plus the rounding of n additions
     assert abs(res["pi"] - math.pi) <= 1 / (6 * n * n) + n * 2.2e-16
+
+
+def test_jacobi_under_mpi_on_two_nodes():
+    res = sbatch("scripts/slurm/mpi.sbatch", sbatch_args=["-N", "2"],
+                 env={"PROFILE": "smoke", "BENCH": "jacobi_mpi"},
+                 args=["--sizes", "32,64", "--iters", "10", "--baseline", "false"],
+                 timeout=120)
+    assert_two_nodes(res, 2)
+    assert res["ranks"] == 2 and res["max_err_vs_reference"] == 0.0
+    # the blocking and the overlapped exchange both equal the NumPy reference exactly
+    assert [r["errors"] for r in res["rows"]] == [{"blocking": 0.0, "overlap": 0.0}] * 2

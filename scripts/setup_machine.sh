@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(gcc make slurm-wlm munge)
+PACKAGES=(gcc make slurm-wlm munge hwloc)
 NODES="${HPCAI_SLURM_NODES:-2}"
 CHECK=0
 

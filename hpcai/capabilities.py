@@ -15,7 +15,7 @@ Usage guide
          text_representation: {extension: .md, format_name: myst}
        kernelspec: {display_name: Python 3, language: python, name: python3}
        hpcai:
-         needs: [slurm]          # any of: slurm, slurm-2nodes, gpu, gpus-2
+         needs: [slurm]          # any of: slurm, slurm-2nodes, gpu, gpus-2, podman
        ---
 
 2. **Say it at the top of the page**: right under the title, one code cell tagged
@@ -69,6 +69,7 @@ Capabilities
 ``slurm-2nodes``  as ``slurm``, with at least two nodes up (idle, mixed or allocated)
 ``gpu``           PyTorch sees a CUDA device
 ``gpus-2``        PyTorch sees at least two CUDA devices
+``podman``        Podman and runc installed, and the book's base image made (chapter 3)
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ from .paths import repo_root
 from .results import _in_notebook as _in_kernel
 
 CLUSTER_UP = "sudo scripts/local_slurm.sh up --nodes 2"
+PODMAN_UP = "sudo scripts/containers.sh install && sudo scripts/containers.sh base"
 _UP_STATES = {"idle", "mixed", "allocated", "completing", "planned"}
 
 
@@ -147,6 +149,12 @@ def _cuda_devices() -> int:
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
+def _has_podman_base() -> bool:
+    from .containers import have_base
+
+    return have_base()
+
+
 CAPABILITIES: dict[str, Capability] = {
     c.name: c
     for c in (
@@ -160,6 +168,8 @@ CAPABILITIES: dict[str, Capability] = {
         Capability("gpus-2", "two CUDA GPUs", "fewer than two CUDA GPUs",
                    "build on a machine with two or more NVIDIA GPUs: make book PROFILE=gpu",
                    lambda: _cuda_devices() >= 2),
+        Capability("podman", "Podman and the book's base image",
+                   "no Podman or no base image", PODMAN_UP, _has_podman_base),
     )
 }
 
@@ -335,6 +345,7 @@ def glue_sentence(
 # --- tests ---------------------------------------------------------------------------------
 
 _SKIP_PATTERNS = (
+    ("podman", re.compile(r"podman|base image", re.IGNORECASE)),
     ("slurm-2nodes", re.compile(r"(two|2|usable) nodes?|node\(s\)|not 2\b", re.IGNORECASE)),
     ("slurm", re.compile(r"slurm|sbatch|sinfo|srun|cluster", re.IGNORECASE)),
     ("gpus-2", re.compile(r"(two|2|more) (cuda )?gpus", re.IGNORECASE)),

@@ -6,14 +6,16 @@
 #   scripts/setup_machine.sh --check         list what is missing; change nothing
 #
 # System packages (installed with apt-get only when missing): gcc and make for the C kernels,
-# slurm-wlm and munge for the local SLURM cluster. Then `scripts/local_slurm.sh up --nodes N`
-# starts that cluster (default N=2: nodes n1 and n2 on this one machine). Running it again
+# slurm-wlm and munge for the local SLURM cluster, podman, runc, crun and debootstrap for the
+# containers. Then `scripts/local_slurm.sh up --nodes N` starts that cluster (default N=2: nodes
+# n1 and n2 on this one machine) and `scripts/containers.sh` makes chapter 3's base image (once,
+# with debootstrap) and the slim image on it. Running it again
 # changes nothing. `make book` runs it by itself when it runs as root on Debian or Ubuntu;
 # `.ci/run` runs it before the tests. The Python packages come from `make venv`, not from here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(gcc make slurm-wlm munge hwloc)
+PACKAGES=(gcc make slurm-wlm munge podman runc crun debootstrap hwloc)
 NODES="${HPCAI_SLURM_NODES:-2}"
 CHECK=0
 
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
                  NODES="$2"; shift 2 ;;
         --nodes=*) NODES="${1#--nodes=}"; shift ;;
         --check) CHECK=1; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument '$1' (allowed: --nodes N, --check)" >&2; exit 2 ;;
     esac
 done
@@ -72,3 +74,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/local_slurm.sh up --nodes "$NODES"
+if ! { scripts/containers.sh base && scripts/containers.sh slim | tail -n 1; }; then
+    say "the container images were not built; chapter 3 skips its container cells"
+fi

@@ -35,12 +35,14 @@ def page(tmp_path: Path, extra: str) -> Path:
 
 
 def test_known_capabilities_have_an_enable_command():
-    assert set(caps.CAPABILITIES) == {"slurm", "slurm-2nodes", "gpu", "gpus-2"}
+    assert set(caps.CAPABILITIES) == {"slurm", "slurm-2nodes", "gpu", "gpus-2", "podman"}
     for name in caps.CAPABILITIES:
         assert caps.enable_command(name)
         assert caps.describe(name)
     assert "local_slurm.sh up --nodes 2" in caps.enable_command("slurm")
     assert "PROFILE=gpu" in caps.enable_command("gpu")
+    assert "containers.sh base" in caps.enable_command("podman")
+    assert caps.skip_capability("needs Podman and the base image") == "podman"
     with pytest.raises(ValueError, match="unknown capability 'tpu'"):
         caps.available("tpu")
 

@@ -31,10 +31,41 @@ def test_fit_recovers_a_known_serial_fraction():
     assert fit["f_stderr"] < 0.01 and fit["rms_residual"] < 0.2
 
 
-def test_fit_needs_two_worker_counts():
+def test_fit_needs_two_parallel_worker_counts():
     sc = load_script("scaling")
     with pytest.raises(ValueError, match="two or more"):
         sc.fit_amdahl(np.ones(5), np.ones(5))
+    # one parallel point (p = 2) fixes f without testing anything: no fit either
+    with pytest.raises(ValueError, match="two or more"):
+        sc.fit_amdahl(np.array([1, 1, 2, 2]), np.array([1.0, 1.0, 1.8, 1.7]))
+
+
+def test_implied_serial_fraction_is_amdahl_solved_for_f():
+    sc = load_script("scaling")
+    assert sc.implied_serial_fraction(2, 1.6) == pytest.approx(2 / 1.6 - 1)
+    for p, f in [(2, 0.1), (8, 0.03), (64, 0.2)]:
+        assert sc.implied_serial_fraction(p, sc.amdahl(p, f)) == pytest.approx(f)
+    with pytest.raises(ValueError):
+        sc.implied_serial_fraction(1, 1.0)
+
+
+def test_thread_counts_real_then_oversubscribed():
+    sc = load_script("scaling")
+    pool = sc.numba.config.NUMBA_NUM_THREADS
+    real, over = sc.thread_counts(2, 4)
+    assert real == [1, 2] and over == [p for p in (4, 8) if p <= pool]
+    assert sc.thread_counts(3, 1) == ([1, 2, 3], [])
+    assert sc.weak_counts([1, 2, 3], [6, 12]) == [1, 2, 3]
+
+
+def test_phases_add_up_to_the_total():
+    sc = load_script("scaling")
+    x = sc.make_input(5000)
+    y, z = np.empty_like(x), np.empty_like(x)
+    t_map, t_scan = sc.timed_two_phase(x, 2, y, z)
+    assert t_map > 0 and t_scan > 0
+    row = sc.summarise([(3.0, 1.0), (1.0, 0.5), (2.0, 1.0)])
+    assert row["median_s"] == 3.0 and row["map_s"] + row["scan_s"] == row["median_s"]
 
 
 def test_kernel_check_accepts_the_kernel_and_rejects_errors():
@@ -57,17 +88,24 @@ def test_scaling_json_at_smoke():
     out = run_script(SCRIPT, profile="smoke")
     cores = len(os.sched_getaffinity(0))
     assert out["bench"] == "scaling" and "machine" in out
-    assert out["workers"][0] == 1 and len(out["strong"]) == len(out["weak"]) == len(out["workers"])
+    assert out["workers"][0] == 1 and out["workers"][-1] == out["cores"]
+    assert len(out["strong"]) == len(out["workers"]) + len(out["oversubscribed"])
+    assert all(r["oversubscribed"] == (r["p"] > out["cores"]) for r in out["strong"])
     assert out["strong"][0]["speedup"] == pytest.approx(1.0)
     assert 0 < out["f_phase"] < 1
-    for r in out["weak"]:
-        assert r["work"] == out["work"] * r["p"] and r["scaled_speedup"] > 0
+    for r in out["strong"] + out["weak"]:  # every sample: map + scan = total
+        assert np.allclose(np.add(r["map_times_s"], r["scan_times_s"]), r["times_s"])
+        assert r["map_s"] + r["scan_s"] == pytest.approx(r["median_s"], rel=1e-12)
+    for r in out["weak"]:  # the work per thread is constant, the scan fixed
+        assert r["n"] == r["scan_n"] * r["p"] and r["scaled_speedup"] > 0
     if cores >= 2:
-        assert 0.0 <= out["f_fit"] <= 1.0
-        assert out["amdahl"]["points"] == sum(len(r["times_s"]) for r in out["strong"])
+        assert set(out["f_implied"]) == {str(p) for p in out["workers"][1:]}
+    if cores <= 2:  # one parallel point on real cores: no fit
+        assert out["amdahl"] is None and "no Amdahl fit" in out["fit_skipped"]
 
 
-@pytest.mark.parametrize("args", [["--n", "10"], ["--work", "0"], ["--max-workers", "100000"]])
+@pytest.mark.parametrize("args", [["--n", "10"], ["--work", "0"], ["--max-workers", "100000"],
+                                  ["--oversubscribe", "9"]])
 def test_bad_input_fails_before_work(args):
     with pytest.raises(LauncherError, match=f"exited with 2[\\s\\S]*error: {args[0]}"):
         run_script(SCRIPT, profile="smoke", args=args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -123,3 +124,14 @@ def test_too_small_a_problem_is_refused():
     S = SimpleNamespace(n=1, sweeps=1, repeats=1, rounds=1, oversub=[4], parts=["oversub"])
     with pytest.raises(ValueError, match="--n"):
         pb.check(S)
+
+
+def test_job_script_calls_the_benchmark():
+    path = pb.repo_root() / "scripts" / "slurm" / "placement.sbatch"
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    text = path.read_text()
+    assert text.startswith("#!/usr/bin/env bash") and "#SBATCH --exclusive" in text
+    command = [line for line in text.splitlines()
+               if "scripts/bench/placement.py" in line and not line.startswith("#")]
+    assert len(command) == 1 and "--json" in command[0]
+    assert '"${PROFILE:-cpu}"' in command[0]

@@ -39,15 +39,33 @@ def test_pi_mpi_json_at_smoke(ranks):
     assert out["error"] < 1e-9
     assert out["median_s"] > 0 and out["iqr_s"] >= 0
     assert len(out["times_s"]) == out["settings"]["repeats"]
-    # each sample's compute interval lies inside its timed interval: a relation of the data
-    assert out["compute_s"] <= out["median_s"] * (1 + 1e-9)
+    # the slowest rank's compute and the rest add up to its time: a relation of the data
+    assert out["compute_s"] + out["rest_s"] == pytest.approx(out["median_s"], rel=1e-12)
+    assert 0 < out["compute_s"] <= out["median_s"] and out["rest_s"] >= 0
     assert "machine" in out
+    if ranks == 1:  # a one-process run is its own standalone baseline
+        assert out["baseline"] == "standalone" and out["efficiency"] == pytest.approx(1.0)
+    else:  # no baseline given: no efficiency claimed
+        assert "efficiency" not in out and "serial_s" not in out
+
+
+def test_efficiency_uses_the_given_standalone_baseline():
+    out = mpiexec(SCRIPT, 2, profile="smoke",
+                  args=["--n", "1000000", "--serial-s", "0.5", "--baseline", "true"])
+    assert out["serial_s"] == 0.5 and out["baseline"] == "standalone"
+    assert out["efficiency"] == pytest.approx(0.5 / (2 * out["median_s"]))
+    # the in-run serial samples are reported beside it, not used as the baseline
+    assert len(out["inrun_serial_times_s"]) == out["settings"]["repeats"]
+    assert out["inrun_efficiency"] == pytest.approx(
+        out["inrun_serial_s"] / (2 * out["median_s"]))
 
 
 def test_weak_scaling_multiplies_the_work():
-    out = mpiexec(SCRIPT, 2, profile="smoke", args=["--weak", "true", "--n", "100000"])
+    out = mpiexec(SCRIPT, 2, profile="smoke",
+                  args=["--weak", "true", "--n", "100000", "--serial-s", "0.01"])
     assert out["weak"] is True and out["n"] == 200_000
     assert out["error"] < 1e-8
+    assert out["speedup"] is None and out["efficiency"] == pytest.approx(0.01 / out["median_s"])
 
 
 def test_bad_input_fails_before_work():

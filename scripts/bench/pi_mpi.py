@@ -7,23 +7,27 @@ contiguous block of about ``n / P`` of them, sums them with vectorised NumPy cod
 in cache-sized chunks, and ``MPI.Reduce`` adds the partial sums on rank 0.
 
 Timing covers only the compute + reduce region, between two barriers, so that
-process start-up and imports are not in the number. Each
-repeat is timed on every rank; the reported time of a repeat is the slowest
-rank's (that is when the answer is complete), and ``median_s`` (with ``iqr_s``)
-is the median over repeats after one warm-up.
+process start-up and imports are not in the number. Each repeat is timed on every
+rank; the reported time of a repeat is the slowest rank's (that is when the answer
+is complete), split into that rank's compute and the rest (reduce, barrier, waiting
+for the others), which add up to it exactly. ``median_s`` (with ``iqr_s``) is the
+median over repeats after one warm-up, and ``compute_s`` + ``rest_s`` are the two
+parts of the median repeat.
 
-With ``--baseline true`` (the default) every repeat also times the *serial*
-reference inside the same run: rank 0 alone integrates the baseline problem
-(all ``n`` trapezoids for strong scaling, one rank's share for weak scaling)
-while the other ranks sleep in a polling barrier that uses no CPU. Serial and
-parallel samples alternate, so a busy moment on a shared machine hits both,
-and the parallel efficiency
+The serial baseline is a *standalone* run: the same script on one process
+(``mpiexec -n 1``), alone on the machine. Pass its ``median_s`` as ``--serial-s`` to
+a P-process run and the result carries
 
     strong:  E = T_serial / (P * T_P)        weak:  E = T_serial / T_P
 
-compares numbers taken under the same conditions.
+(a one-process run is its own baseline). ``--baseline true`` additionally times the
+serial problem *inside* the P-process run, rank 0 alone while the other ranks wait
+in a sleeping barrier, in alternation with the parallel samples (``inrun_*``
+fields): a check of how much the presence of the other ranks slows the serial
+code, not the baseline of the efficiency.
 
-Run:   mpiexec -n 2 python scripts/bench/pi_mpi.py --profile cpu --json
+Run:   mpiexec -n 1 python scripts/bench/pi_mpi.py --profile cpu --json   # T_serial
+       mpiexec -n 2 python scripts/bench/pi_mpi.py --profile cpu --json --serial-s T
 Weak scaling (n trapezoids *per rank*):  ... --weak true
 Only rank 0 prints.
 """
@@ -41,10 +45,12 @@ from hpcai.measure import Timing
 
 SIZES = {
     # n: trapezoids in total (strong scaling) or per rank (weak scaling, --weak true)
-    "smoke": {"n": 10_000_000, "repeats": 3, "weak": False, "baseline": True},
-    "cpu": {"n": 100_000_000, "repeats": 9, "weak": False, "baseline": True},
-    "gpu": {"n": 100_000_000, "repeats": 7, "weak": False, "baseline": True},
-    "cluster": {"n": 4_294_967_296, "repeats": 5, "weak": False, "baseline": True},
+    # serial_s: the standalone one-process median time (0: not given, no efficiency)
+    "smoke": {"n": 10_000_000, "repeats": 3, "weak": False, "baseline": False, "serial_s": 0.0},
+    "cpu": {"n": 100_000_000, "repeats": 9, "weak": False, "baseline": False, "serial_s": 0.0},
+    "gpu": {"n": 100_000_000, "repeats": 7, "weak": False, "baseline": False, "serial_s": 0.0},
+    "cluster": {"n": 4_294_967_296, "repeats": 5, "weak": False, "baseline": False,
+                "serial_s": 0.0},
 }
 
 
@@ -109,24 +115,23 @@ def _serial_sample(comm, MPI, n_base: int) -> float:
     return float("nan")
 
 
-def _efficiency(serial: list[float], times: list[float], size: int, weak: bool) -> dict:
-    t_serial = statistics.median(serial)
-    t_par = statistics.median(times)
+def _efficiency(t_serial: float, t_par: float, size: int, weak: bool) -> dict:
     speedup = t_serial / t_par
-    # the same ratio from the fastest samples: what the machine gives when nothing disturbs it
-    best = min(serial) / min(times) / (1 if weak else size)
-    return {"serial_s": t_serial, "serial_times_s": serial,
-            "speedup": speedup if not weak else None,
-            "efficiency": t_serial / t_par if weak else speedup / size,
-            "efficiency_best": best}
+    return {"speedup": None if weak else speedup,
+            "efficiency": speedup if weak else speedup / size}
+
+
+def _median_sample(times: list[float]) -> int:
+    """Index of the median repeat (the upper middle one for an even count)."""
+    return sorted(range(len(times)), key=times.__getitem__)[len(times) // 2]
 
 
 def run(S) -> dict | None:
     from mpi4py import MPI  # imported here, so that importing this file needs no MPI
 
-    n_arg, repeats = int(S.n), int(S.repeats)
-    if n_arg < 1 or repeats < 1:
-        raise SystemExit(f"n and repeats must be positive, got n={n_arg}, repeats={repeats}")
+    n_arg, repeats, serial_given = int(S.n), int(S.repeats), float(S.serial_s)
+    if n_arg < 1 or repeats < 1 or serial_given < 0:
+        raise SystemExit(f"n, repeats must be positive and serial_s >= 0, got {S}")
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     # where every rank runs: rank 0 gathers the node names (SLURMD_NODENAME under SLURM)
@@ -149,11 +154,12 @@ def run(S) -> dict | None:
         total = comm.reduce(local, op=MPI.SUM, root=0)
         comm.Barrier()
         t2 = MPI.Wtime()
-        slowest = comm.reduce(t2 - t0, op=MPI.MAX, root=0)
-        busiest = comm.reduce(t1 - t0, op=MPI.MAX, root=0)
+        # the slowest rank's (total, compute): its two parts add up to its total
+        per_rank = comm.gather((t2 - t0, t1 - t0), root=0)
         if rank == 0 and rep > 0:
+            slowest, busy = max(per_rank)
             times.append(slowest)
-            compute.append(busiest)
+            compute.append(busy)
             if S.baseline:
                 serial.append(t_serial)
             pi = total
@@ -165,18 +171,33 @@ def run(S) -> dict | None:
     bound = 1.0 / (6.0 * n * n) + n * np.finfo(float).eps
     assert error <= bound, f"pi = {pi!r} misses math.pi by {error:.3e} > bound {bound:.3e}"
     timing = Timing(times)
-    return {
+    k = _median_sample(times)
+    out = {
         "pi": pi,
         "error": error,
-        "median_s": timing.median,
+        "median_s": times[k],
         "iqr_s": timing.iqr,
+        "min_s": timing.min,
         "times_s": times,
-        "compute_s": statistics.median(compute),
+        "compute_s": compute[k],            # the slowest rank's compute, median repeat
+        "rest_s": times[k] - compute[k],    # its reduce + barrier + wait
+        "compute_times_s": compute,
         "ranks": size,
         "n": n,
         "weak": bool(S.weak),
-        "ns_per_trapezoid": statistics.median(times) * size / n * 1e9,
-        **(_efficiency(serial, times, size, bool(S.weak)) if S.baseline else {}),
+        "ns_per_trapezoid": times[k] * size / n * 1e9,
+    }
+    if serial_given > 0 or size == 1:  # a one-process run is its own standalone baseline
+        out["serial_s"] = serial_given or times[k]
+        out["baseline"] = "standalone"
+        out.update(_efficiency(out["serial_s"], times[k], size, bool(S.weak)))
+    if S.baseline:
+        t_in = statistics.median(serial)
+        out.update(inrun_serial_s=t_in, inrun_serial_times_s=serial,
+                   inrun_efficiency=_efficiency(t_in, times[k], size, bool(S.weak))[
+                       "efficiency"])
+    return {
+        **out,
         "mpi": MPI.Get_library_version().splitlines()[0].strip(),
         "placement": [{"rank": r, "node": name} for r, name in enumerate(nodes)],
     }

@@ -311,6 +311,9 @@ def part_perf(S) -> dict[str, Any]:
                  SOFTWARE_EVENTS + HARDWARE_EVENTS}
     soft = tuple(e for e in SOFTWARE_EVENTS if supported[e])
     hard = tuple(e for e in HARDWARE_EVENTS if supported[e])
+    if not (supported["task-clock"] and supported["page-faults"]):
+        return {"ran": False, "supported": supported,
+                "why": "perf runs but counts neither task-clock nor page-faults here"}
     events = soft + hard
     out: dict[str, Any] = {"ran": True, "perf": perf, "supported": supported,
                            "probe_raw": {e: probe["events"].get(e, {}).get("raw")
@@ -445,8 +448,8 @@ def part_pyspy(S) -> dict[str, Any]:
         dump = _pyspy_dump(pyspy)
     except PermissionError as err:
         return {"ran": False, "version": version,
-                "why": "py-spy may not read another process's memory here (it needs "
-                       f"ptrace, e.g. CAP_SYS_PTRACE in a container): {err}"}
+                "why": "py-spy could not read a running process here (it needs ptrace "
+                       f"rights: root, or CAP_SYS_PTRACE in a container): {err}"}
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "ladder.txt"
         rec = subprocess.run([pyspy, "record", "--rate", str(S.rate), "--format", "raw",

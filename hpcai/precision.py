@@ -238,8 +238,9 @@ def gemm_errors(ks: Sequence[int], mn: int, seed: int = 0,
     - ``torch bf16 matmul``: ``torch.matmul`` on bf16 tensors (the library accumulates in
       float32 and rounds the result to bf16);
     - ``bf16 accumulate``: :func:`matmul_bf16_accumulate`;
-    - on CUDA only, ``fp32, allow_tf32 (tensor cores)``: float32 tensors with
-      ``torch.backends.cuda.matmul.allow_tf32 = True``.
+    - on CUDA only, ``fp32, allow_tf32 (tensor cores)``: float32 tensors with tf32
+      allowed (``torch.backends.cuda.matmul.allow_tf32 = True``, spelled
+      ``fp32_precision = "tf32"`` since PyTorch 2.9).
     """
     gen = torch.Generator().manual_seed(seed)
     rows: dict[str, list[float]] = {}
@@ -335,17 +336,30 @@ def dynamic_loss_scale(model: torch.nn.Module, x: torch.Tensor, labels: torch.Te
 
 
 def _fp32_mode(device: str) -> str | bool:
-    """How float32 matmuls run now: cuda's ``allow_tf32`` or oneDNN's fp32 precision."""
+    """How float32 matmuls run now on ``device`` (a value :func:`_set_fp32_mode` takes)."""
     if device == "cuda":
-        return bool(torch.backends.cuda.matmul.allow_tf32)
+        matmul = torch.backends.cuda.matmul
+        if hasattr(matmul, "fp32_precision"):  # PyTorch >= 2.9
+            return str(matmul.fp32_precision)
+        return bool(matmul.allow_tf32)
     return str(torch.backends.mkldnn.matmul.fp32_precision)
 
 
 def _set_fp32_mode(device: str, mode: str | bool) -> None:
-    """Set how float32 matmuls run: ``"ieee"``, ``"tf32"`` or ``"bf16"`` (or a saved
-    state from :func:`_fp32_mode`)."""
+    """Set how float32 matmuls run: ``"ieee"``, ``"tf32"`` or ``"bf16"`` (CPU), or a
+    state saved by :func:`_fp32_mode`.
+
+    On CUDA, PyTorch 2.9 and later spell ``allow_tf32 = True`` as
+    ``torch.backends.cuda.matmul.fp32_precision = "tf32"`` and refuse a mix of the two
+    spellings, so the new one is used where it exists.
+    """
     if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = mode is True or mode == "tf32"
+        matmul = torch.backends.cuda.matmul
+        if hasattr(matmul, "fp32_precision"):
+            matmul.fp32_precision = ("tf32" if mode is True else "ieee" if mode is False
+                                     else str(mode))
+        else:
+            matmul.allow_tf32 = mode is True or mode == "tf32"
     else:
         torch.backends.mkldnn.matmul.fp32_precision = str(mode)
 

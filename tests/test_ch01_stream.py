@@ -83,12 +83,36 @@ def test_c_file_also_builds_as_a_standalone_program(tmp_path):
     assert bad.returncode == 2 and "positive integer" in bad.stderr
 
 
-def test_auto_size_exceeds_the_last_level_cache():
+def test_auto_size_follows_the_believed_cache_and_the_floor():
+    from hpcai import caches
+
     st = load_script("stream")
-    llc = st.last_level_cache_bytes()
-    n = st.auto_n()
-    if llc is not None and 3 * 8 * 4 * llc // 8 < st.available_memory_bytes() // 4:
-        assert 8 * n >= 4 * llc   # STREAM's rule, unless memory caps it
+    believed = st.believed_llc_bytes()
+    reported = st.last_level_cache_bytes()
+    if reported is not None:
+        assert believed <= reported
+    for factor in (2, 4):
+        nbytes = 8 * st.auto_n(factor)
+        limit = st.available_memory_bytes() // 4 // 3
+        if limit > caches.ARRAY_FLOOR_BYTES:      # memory does not cap it
+            assert nbytes >= caches.ARRAY_FLOOR_BYTES
+            assert nbytes >= min(factor * (believed or caches.DEFAULT_LLC_BYTES), limit) - 8
+
+
+def test_numba_copy_becomes_memcpy_and_triad_does_not():
+    st = load_script("stream")
+    copy = st.code_evidence(st.copy)
+    triad = st.code_evidence(st.triad)
+    assert copy["llvm_memcpy"] >= 1 and triad["llvm_memcpy"] == 0
+    assert copy["asm_movnt"] == 0 == triad["asm_movnt"]   # the stores are glibc's choice
+
+
+def test_copy_at_sizes_and_the_glibc_threshold():
+    st = load_script("stream")
+    rows = st.copy_at_sizes([10_000, 20_000], 2)
+    assert [r["n"] for r in rows] == [10_000, 20_000] and all(r["GBps"] > 0 for r in rows)
+    nt = st.memcpy_nt_threshold_bytes()
+    assert nt is None or nt > 0
 
 
 def test_stream_json_at_smoke():
@@ -96,6 +120,8 @@ def test_stream_json_at_smoke():
     assert out["bench"] == "stream" and "machine" in out
     assert out["n"] == out["settings"]["n"] == 2_000_000
     assert out["threads"] >= 1
+    assert out["llc_believed_MiB"] <= out["llc_MiB"] or out["llc_MiB"] == 0
+    assert out["copy_chunk_MiB"] == pytest.approx(8 * out["n"] / out["threads"] / 2**20)
     for k in KERNELS:
         assert out[f"{k}_GBps"] > 0
         assert out[f"{k}_GBps"] >= out[f"{k}_GBps_median"] * 0.999   # best >= median

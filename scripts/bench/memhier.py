@@ -9,7 +9,9 @@ Two measurements over the same range of working-set sizes:
   depends on the previous one -> nanoseconds per access as a function of W.
 
 The cache sizes the operating system reports are returned next to the
-measurements (``caches``), so that a plot can mark them.
+measurements (``caches``), so that a plot can mark them; ``believed_bytes`` is
+each size capped by the rule of ``hpcai.caches`` (a virtual machine may report a
+last-level cache that its cores cannot have).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import numpy as np
 from numba import njit
 
+from hpcai import caches as cache_rule
 from hpcai.cli import bench_main
 from hpcai.measure import time_it
 
@@ -47,20 +50,25 @@ SIZES = {
 
 
 # ---------------------------------------------------------------- cache sizes
-def _parse_size(text: str) -> int:
-    """'48K' -> 49152, '2048K' -> 2097152, '300 MiB' -> 314572800."""
-    t = text.strip().upper().replace("IB", "").replace(" ", "")
-    mult = {"K": KiB, "M": KiB**2, "G": KiB**3}
-    if t and t[-1] in mult:
-        return int(float(t[:-1]) * mult[t[-1]])
-    return int(t)
+_parse_size = cache_rule.parse_size  # '48K' -> 49152, '300 MiB' -> 314572800
 
 
 def read_caches() -> list[dict]:
     """Data/unified caches of CPU 0 as the OS reports them (Linux sysfs, else lscpu/sysctl).
 
-    Each entry: {"level", "type", "size_bytes", "line_bytes", "shared_cpus", "source"}.
+    Each entry: {"level", "type", "size_bytes", "line_bytes", "shared_cpus", "source",
+    "believed_bytes"}; the last is size_bytes capped by hpcai.caches.believed_cache_bytes.
     """
+    found = _reported_caches()
+    ram = cache_rule.total_memory_bytes()
+    for c in found:
+        sharing = cache_rule.count_cpus(c["shared_cpus"]) or (os.cpu_count() or 1)
+        c["believed_bytes"] = cache_rule.believed_cache_bytes(c["size_bytes"], sharing, ram)
+    return found
+
+
+def _reported_caches() -> list[dict]:
+    """The caches as reported, before the rule."""
     caches = []
     for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
         try:

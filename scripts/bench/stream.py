@@ -2,7 +2,17 @@
 
 Bytes are counted the way STREAM counts them: copy and scale touch 2 arrays, add and triad
 3 arrays, each of n doubles (8 bytes), once per kernel call. Rates are reported as STREAM does
-(best of the repeats, in GB/s = 1e9 bytes/s) with the median next to them.
+(best of the repeats, in GB/s = 1e9 bytes/s) with the median next to them. The count is what
+the operation needs, not what the memory moves: with ordinary stores the processor first reads
+each destination line into the cache (write-allocate), so copy really moves 3 array-lengths
+and triad 4; non-temporal stores skip that read. Numba compiles the copy loop to ``memcpy``,
+and glibc's memcpy uses non-temporal stores for copies above a threshold it derives from the
+reported cache size (``memcpy_nt_threshold_MiB``); whether each thread's chunk is above it is
+``copy_chunk_above_nt_threshold``.
+
+With ``n = 0`` the arrays are sized from the last-level cache by the rule of ``hpcai.caches``,
+which does not trust a virtual machine's report blindly (``llc_MiB`` is what the OS reports,
+``llc_believed_MiB`` what the rule believes).
 
 The C reference (scripts/bench/c/stream_triad.c) is compiled at run time with
 ``gcc -O3 -march=native -fopenmp`` into ``_build/cache/c/`` and called through ctypes on the
@@ -16,27 +26,29 @@ With ``--profile gpu`` it also measures the GPU's device-to-device copy bandwidt
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+from hpcai import caches
 from hpcai.cli import bench_main
 from hpcai.measure import Timing
 from hpcai.paths import build_dir, repo_root
 
-# n = 0 means "auto": each array llc_factor x the last-level cache, capped by memory. STREAM's
-# rule is 4x; the cpu profile uses 2x (the three arrays together still 6x the cache) to stay
-# within its time budget on a laptop.
+# n = 0 means "auto": each array llc_factor x the believed last-level cache, at least 256 MiB,
+# capped by memory (hpcai.caches states the rule). STREAM's rule is 4x; the cpu profile uses 2x
+# (the three arrays together still 6x the cache) to stay within its time budget on a laptop.
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"n": 2_000_000, "llc_factor": 4, "repeats": 3, "threads": 0, "compare_c": True},
     "cpu": {"n": 0, "llc_factor": 2, "repeats": 8, "threads": 0, "compare_c": True},
@@ -85,15 +97,24 @@ def triad(a: np.ndarray, b: np.ndarray, c: np.ndarray, s: float) -> None:  # a =
         a[i] = b[i] + s * c[i]
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def fill(x: np.ndarray, v: float) -> None:
+    """First touch of one array, with the same static split as the kernels."""
+    for i in prange(x.size):
+        x[i] = v
+
+
 # ---------------------------------------------------------------- sizes and threads
 def last_level_cache_bytes() -> int | None:
     """Size of the largest CPU cache Linux reports (bytes), or None when unknown."""
-    sizes = []
-    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = path.read_text().strip()
-        unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
-        sizes.append(int(text.rstrip("KMG")) * unit)
-    return max(sizes) if sizes else None
+    llc = caches.last_level_cache()
+    return None if llc is None else int(llc["reported_bytes"])
+
+
+def believed_llc_bytes() -> int | None:
+    """The reported last-level cache, capped by hpcai.caches' rule (a VM may overstate it)."""
+    llc = caches.last_level_cache()
+    return None if llc is None else int(llc["believed_bytes"])
 
 
 def available_memory_bytes() -> int:
@@ -106,14 +127,14 @@ def available_memory_bytes() -> int:
 
 
 def auto_n(llc_factor: float = 4) -> int:
-    """Each array llc_factor x the last-level cache (STREAM: 4); total at most 1/4 of RAM."""
+    """Each array llc_factor x the believed last-level cache (STREAM: 4), at least
+    caches.ARRAY_FLOOR_BYTES; the three arrays together at most 1/4 of the free memory."""
     if llc_factor < 1:
         raise ValueError(f"--llc-factor must be >= 1 (arrays larger than the cache), "
                          f"got {llc_factor}")
-    llc = last_level_cache_bytes() or 32 * 2**20
-    n = int(llc_factor * llc) // 8
-    cap = available_memory_bytes() // 4 // (3 * 8)
-    return int(max(1_000_000, min(n, cap)))
+    limit = available_memory_bytes() // 4 // 3
+    nbytes = caches.array_bytes_beyond_cache(believed_llc_bytes(), llc_factor, limit)
+    return int(max(1_000_000, nbytes // 8))
 
 
 def all_cores() -> int:
@@ -143,6 +164,99 @@ def check(S: Any) -> None:
     """The command line's check, before any work (bench_main calls it)."""
     n = int(S.n) or auto_n(float(S.llc_factor))
     check_settings(n, int(S.repeats), int(S.threads))
+
+
+# ---------------------------------------------------------------- what the compilers made
+@functools.cache
+def kernel_code(kernel: Any) -> dict[str, str]:
+    """LLVM IR and assembly of one of the kernels above, for float64 arrays.
+
+    The kernels are cached on disk (cache=True), and numba cannot show the code of a cached
+    function, so this compiles the same Python function with the same options, uncached."""
+    fresh = njit(parallel=True, fastmath=True)(kernel.py_func)
+    n_args = kernel.py_func.__code__.co_argcount
+    args = [np.zeros(16) for _ in range(n_args)]
+    if "s" in kernel.py_func.__code__.co_varnames[:n_args]:
+        args[-1] = SCALAR
+    fresh(*args)
+    sig = fresh.signatures[0]
+    return {"llvm": fresh.inspect_llvm(sig), "asm": fresh.inspect_asm(sig)}
+
+
+def code_evidence(kernel: Any) -> dict[str, int]:
+    """Counts in a kernel's code: calls to memcpy (IR and asm) and non-temporal stores."""
+    code = kernel_code(kernel)
+    asm_lines = [ln.split("#")[0] for ln in code["asm"].splitlines()]
+    return {"llvm_memcpy": code["llvm"].count("call void @llvm.memcpy"),
+            "asm_memcpy": sum("memcpy" in ln for ln in asm_lines),
+            "asm_movnt": sum("movnt" in ln for ln in asm_lines)}
+
+
+LD_SO = ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+         "/lib/ld-linux-aarch64.so.1")
+
+
+def memcpy_nt_threshold_bytes() -> int | None:
+    """glibc's x86_non_temporal_threshold: copies larger than it use non-temporal stores.
+
+    glibc derives it from the cache sizes the processor reports; ``ld.so --list-tunables``
+    prints the value this process got. None where there is no glibc on x86 to ask."""
+    for ld in LD_SO:
+        if not os.path.exists(ld):
+            continue
+        try:
+            out = subprocess.run([ld, "--list-tunables"], capture_output=True, text=True,
+                                 timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        for line in out.splitlines():
+            if line.startswith("glibc.cpu.x86_non_temporal_threshold:"):
+                return int(line.split(":")[1].split()[0], 16)
+    return None
+
+
+def copy_at_sizes(ns: list[int], repeats: int) -> list[dict[str, Any]]:
+    """The copy kernel alone at several lengths (each array n doubles): GB/s, STREAM count."""
+    rows = []
+    for n in ns:
+        a, c = np.empty(n), np.empty(n)
+        fill(a, 1.0)
+        fill(c, 0.0)
+        copy(a, c)  # warm-up
+        if not (c[:: max(1, n // 1000)] == 1.0).all():
+            raise AssertionError(f"copy n={n} gave a wrong result")
+        ts = [_clock(copy, a, c) for _ in range(repeats)]
+        rows.append({"n": n, "array_MiB": 8 * n / 2**20,
+                     "chunk_MiB": 8 * n / numba.get_num_threads() / 2**20,
+                     "GBps": gbps("copy", n, min(ts)),
+                     "GBps_median": gbps("copy", n, statistics.median(ts))})
+        del a, c
+    return rows
+
+
+_COPY_CHILD = ("import json, sys; from hpcai.launch import load_script; "
+               "st = load_script('stream'); "
+               "print(json.dumps({'threshold': st.memcpy_nt_threshold_bytes(), "
+               "'rows': st.copy_at_sizes([int(sys.argv[1])], int(sys.argv[2]))}))")
+
+
+def copy_with_nt_threshold(n: int, repeats: int, threshold_bytes: int) -> dict[str, Any]:
+    """copy_at_sizes([n]) in a new process whose glibc uses another non-temporal threshold.
+
+    glibc reads its tunables once, at process start (GLIBC_TUNABLES), hence the new process.
+    Returns the threshold that process reported and its row."""
+    tunable = f"glibc.cpu.x86_non_temporal_threshold={threshold_bytes:#x}"
+    env = {**os.environ, "GLIBC_TUNABLES": tunable,
+           "PYTHONPATH": os.pathsep.join([str(repo_root()), os.environ.get("PYTHONPATH", "")]),
+           "NUMBA_NUM_THREADS": str(numba.config.NUMBA_NUM_THREADS)}
+    proc = subprocess.run([sys.executable, "-c", _COPY_CHILD, str(n), str(repeats)],
+                          capture_output=True, text=True, env=env, cwd=repo_root(),
+                          timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"copy with {tunable} failed:\n{proc.stderr.strip()[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"threshold_MiB": None if out["threshold"] is None else out["threshold"] / 2**20,
+            **out["rows"][0]}
 
 
 # ---------------------------------------------------------------- the C reference
@@ -278,7 +392,15 @@ def run(S: Any) -> dict[str, Any]:
                            "numba_threading_layer": numba.threading_layer(),
                            "array_MiB": 8 * n / 2**20,
                            "llc_MiB": (last_level_cache_bytes() or 0) / 2**20,
+                           "llc_believed_MiB": (believed_llc_bytes() or 0) / 2**20,
+                           "llc_rule": caches.RULE_TEXT,
                            "statistic": "best of repeats (STREAM); *_median alongside"}
+    # numba turns the copy loop into memcpy calls, one per thread's chunk; glibc's memcpy
+    # switches to non-temporal stores above its threshold (no read of the target lines)
+    nt = memcpy_nt_threshold_bytes()
+    out["memcpy_nt_threshold_MiB"] = None if nt is None else nt / 2**20
+    out["copy_chunk_MiB"] = 8 * n / threads / 2**20
+    out["copy_chunk_above_nt_threshold"] = None if nt is None else 8 * n / threads > nt
     for k, ts in times.items():
         out[f"{k}_GBps"] = gbps(k, n, min(ts))
         out[f"{k}_GBps_median"] = gbps(k, n, statistics.median(ts))

@@ -135,3 +135,16 @@ def test_job_script_calls_the_benchmark():
                if "scripts/bench/placement.py" in line and not line.startswith("#")]
     assert len(command) == 1 and "--json" in command[0]
     assert '"${PROFILE:-cpu}"' in command[0]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_without_mpi_the_pinning_part_still_runs(monkeypatch):
+    """Where no MPI is installed, a gcc build of the same kernel runs one process only."""
+    monkeypatch.setattr(pb, "has_mpi", lambda: False)
+    S = pb.SIZES["smoke"]
+    S = SimpleNamespace(**{**S, "parts": ["pinning", "hybrid"], "rounds": 1})
+    out = pb.run(S)
+    assert out["skipped"] == ["hybrid"] and out["mpiexec"] is None
+    assert {r["ranks"] for r in out["rows"]} == {1} and out["checked"]
+    assert all(r["checksum"] == pytest.approx(out["reference_checksum"], rel=1e-12)
+               for r in out["rows"])

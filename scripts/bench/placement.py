@@ -5,7 +5,8 @@ parsed into counts of packages, NUMA nodes, cores, PUs and caches); without hwlo
 table from Linux's /sys. ``nvidia-smi topo -m`` is added where that command exists.
 
 The other parts launch one C program, ``scripts/bench/c/placement_kernel.c`` (MPI + OpenMP,
-built with ``mpicc -O2 -fopenmp`` into ``_build/placement/``), on the same problem under
+built with ``mpicc -O2 -fopenmp`` into ``_build/placement/``; where no MPI is installed, a
+one-process build with gcc runs the ``pinning`` part only), on the same problem under
 different placements, and read back from every rank and thread where it ran (the affinity the
 launcher or OpenMP applied, the CPUs it was seen on, its context switches) and how long it took:
 
@@ -61,7 +62,7 @@ SIZES: dict[str, dict[str, Any]] = {
               "oversub": [0.5, 1, 2, 4], "parts": list(PARTS)},
     "cpu": {"n": 65536, "sweeps": 3000, "repeats": 5, "rounds": 4,
             "oversub": [0.5, 1, 2, 4], "parts": list(PARTS)},
-    "gpu": {"n": 524288, "sweeps": 2000, "repeats": 3, "rounds": 2,
+    "gpu": {"n": 524288, "sweeps": 1000, "repeats": 3, "rounds": 2,
             "oversub": [0.5, 1, 2, 4], "parts": list(PARTS)},
     "cluster": {"n": 1048576, "sweeps": 2000, "repeats": 5, "rounds": 3,
                 "oversub": [0.5, 1, 2, 4], "parts": list(PARTS)},
@@ -239,18 +240,38 @@ def topology() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ building
+def has_mpi() -> bool:
+    """True when both ``mpicc`` and ``mpiexec`` are next to this Python or on the PATH."""
+    try:
+        find_executable("mpicc")
+        find_executable("mpiexec")
+    except LauncherError:
+        return False
+    return True
+
+
+def compiler() -> tuple[str, list[str]]:
+    """``mpicc`` and the flags, or, without MPI, ``gcc`` and a one-process build."""
+    if has_mpi():
+        return find_executable("mpicc"), FLAGS
+    cc = shutil.which(os.environ.get("CC", "gcc"))
+    if cc is None:
+        raise LauncherError("neither mpicc nor a C compiler (gcc) was found")
+    return cc, [*FLAGS, "-DPLACEMENT_NO_MPI"]
+
+
 def build(src: Path = SRC) -> Path:
     """Compile the kernel with ``mpicc -O2 -fopenmp``; reuse the binary while nothing changed."""
-    mpicc = find_executable("mpicc")
-    version = subprocess.run([mpicc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([src.read_text(), " ".join(FLAGS), mpicc,
+    cc, flags = compiler()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\0".join([src.read_text(), " ".join(flags), cc,
                                     version]).encode()).hexdigest()[:16]
     out = repo_root() / "_build" / "placement" / key / src.stem
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{src.stem}.{os.getpid()}.tmp")
-    cmd = [mpicc, *FLAGS, "-o", str(tmp), str(src)]
+    cmd = [cc, *flags, "-o", str(tmp), str(src)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise LauncherError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
@@ -417,11 +438,10 @@ def check(S: Any) -> None:
         raise ValueError(f"--n ({n}) must be at least the largest number of workers "
                          f"({workers}), so that every thread has elements")
     if set(S.parts) - {"topology"}:
-        for exe in ("mpicc", "mpiexec"):
-            try:
-                find_executable(exe)
-            except LauncherError as err:
-                raise ValueError(str(err)) from None
+        try:
+            compiler()
+        except LauncherError as err:
+            raise ValueError(str(err)) from None
         if "pinning" in S.parts and shutil.which("taskset") is None:
             raise ValueError("--parts pinning needs `taskset` (util-linux); it is not on "
                              "the PATH")
@@ -435,6 +455,10 @@ def run(S: Any) -> dict[str, Any]:
     if "topology" in S.parts:
         res["topology"] = topology()
     todo = configs(S, cpus)
+    if not has_mpi():  # the parts that need ranks are left out, and the result says so
+        res["skipped"] = sorted({p for c in todo if c["ranks"] > 1 or c["bind"]
+                                 for p in c["parts"]} - {"pinning"})
+        todo = [c for c in todo if c["bind"] is None]
     if not todo:
         return res
     exe = build()
@@ -447,7 +471,7 @@ def run(S: Any) -> dict[str, Any]:
             runs[cfg["name"]].append(rows)
     res["reference_checksum"] = ref
     res["checked"] = True
-    res["mpiexec"] = mpiexec_version()
+    res["mpiexec"] = mpiexec_version() if has_mpi() else None
     res["rows"] = [summarise(cfg, runs[cfg["name"]]) for cfg in todo]
     return res
 

@@ -22,11 +22,11 @@
  * is a warm-up and is not reported.
  *
  * Build:  mpicc -O2 -fopenmp placement_kernel.c -o placement_kernel
+ *         (without MPI: gcc -O2 -fopenmp -DPLACEMENT_NO_MPI ..., one process only)
  * Run:    OMP_NUM_THREADS=2 mpiexec -n 2 -bind-to core ./placement_kernel N SWEEPS REPEATS
  * Output: rank 0 prints one line of JSON per rank.
  */
 #define _GNU_SOURCE
-#include <mpi.h>
 #include <omp.h>
 #include <sched.h>
 #include <stdio.h>
@@ -35,6 +35,32 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef PLACEMENT_NO_MPI
+#include <mpi.h>
+#else
+/* Built with plain gcc -fopenmp -DPLACEMENT_NO_MPI where no MPI is installed: one process,
+ * and the few MPI calls of this file become the trivial one-process versions below. */
+typedef int MPI_Request;
+#define MPI_COMM_WORLD 0
+#define MPI_CHAR 0
+#define MPI_STATUS_IGNORE NULL
+static int MPI_Init(int *argc, char ***argv) { (void)argc; (void)argv; return 0; }
+static int MPI_Comm_rank(int comm, int *rank) { (void)comm; *rank = 0; return 0; }
+static int MPI_Comm_size(int comm, int *size) { (void)comm; *size = 1; return 0; }
+static int MPI_Abort(int comm, int code) { (void)comm; exit(code); }
+static int MPI_Ibarrier(int comm, MPI_Request *req) { (void)comm; *req = 0; return 0; }
+static int MPI_Test(MPI_Request *req, int *done, void *status) {
+    (void)req; (void)status; *done = 1; return 0;
+}
+static int MPI_Gather(const void *send, int n, int type, void *recv, int m, int rtype,
+                      int root, int comm) {
+    (void)type; (void)m; (void)rtype; (void)root; (void)comm;
+    memcpy(recv, send, (size_t)n);
+    return 0;
+}
+static int MPI_Finalize(void) { return 0; }
+#endif
 
 #define ALPHA (1.0 - 1.0 / 1024.0)
 #define LINE 65536 /* bytes of JSON per rank */

@@ -418,16 +418,18 @@ def _pyspy_dump(pyspy: str) -> dict[str, Any]:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the spinning workload did not start")
-        time.sleep(0.2)  # let it leave print() and enter hot_spin
-        r = subprocess.run([pyspy, "dump", "--json", "--pid", str(proc.pid)],
-                           capture_output=True, text=True, timeout=60)
+        for _ in range(5):  # until it has left print() and spins in hot_spin
+            time.sleep(0.2)
+            r = subprocess.run([pyspy, "dump", "--json", "--pid", str(proc.pid)],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise PermissionError(" ".join((r.stderr or r.stdout).split())[:400])
+            main = json.loads(r.stdout)[0]
+            if main["frames"] and main["frames"][0]["name"] == "hot_spin":
+                break
     finally:
         proc.kill()
         proc.wait()
-    if r.returncode != 0:
-        raise PermissionError(" ".join((r.stderr or r.stdout).split())[:400])
-    threads = json.loads(r.stdout)
-    main = threads[0]
     return {"pid": main["pid"], "active": main.get("active"),
             "owns_gil": main.get("owns_gil"),
             "frames": [f"{f['name']} ({f.get('short_filename') or f['filename']}:"

@@ -7,7 +7,8 @@
 #
 # System packages (installed with apt-get only when missing): gcc and make for the C kernels,
 # slurm-wlm and munge for the local SLURM cluster, podman, runc, crun and debootstrap for the
-# containers. Then `scripts/local_slurm.sh up --nodes N` starts that cluster (default N=2: nodes
+# containers, hwloc for chapter 2's topology and perf (Debian's linux-perf, Ubuntu's
+# linux-tools-common) for chapter 5's profilers. Then `scripts/local_slurm.sh up --nodes N` starts that cluster (default N=2: nodes
 # n1 and n2 on this one machine) and `scripts/containers.sh` makes chapter 3's base image (once,
 # with debootstrap) and the slim image on it. Running it again
 # changes nothing. `make book` runs it by itself when it runs as root on Debian or Ubuntu;
@@ -16,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(gcc make slurm-wlm munge podman runc crun debootstrap hwloc)
+if grep -qs '^ID=ubuntu' /etc/os-release; then PACKAGES+=(linux-tools-common)
+else PACKAGES+=(linux-perf); fi
 NODES="${HPCAI_SLURM_NODES:-2}"
 CHECK=0
 
@@ -25,7 +28,7 @@ while [ $# -gt 0 ]; do
                  NODES="$2"; shift 2 ;;
         --nodes=*) NODES="${1#--nodes=}"; shift ;;
         --check) CHECK=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument '$1' (allowed: --nodes N, --check)" >&2; exit 2 ;;
     esac
 done

@@ -13,6 +13,8 @@ import pytest
 from hpcai import repo_root
 from hpcai.launch import LauncherError, load_script, run_script
 
+ROOT = repo_root()
+
 SCRIPT = "scripts/bench/compilers.py"
 
 
@@ -123,3 +125,17 @@ def test_unknown_profile_exits_2():
     proc = subprocess.run([sys.executable, SCRIPT, "--profile", "huge", "--json"],
                           capture_output=True, text=True, cwd=repo_root())
     assert proc.returncode == 2 and "huge" in proc.stderr
+
+
+def test_fast_math_library_leaves_the_process_float_mode_alone():
+    """Loading the -ffast-math build must not switch the loading process to flush-to-zero."""
+    code = ("import ctypes, numpy as np\n"
+            "from hpcai.launch import load_script\n"
+            "c = load_script('compilers')\n"
+            "ctypes.CDLL(str(c.build(c.FLAG_SETS['fastmath'])))\n"
+            "tiny = np.array([1e-45], dtype=np.float32)\n"
+            "print(float(tiny[0] * np.float32(1.0)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.split()[-1]) > 0.0, "a subnormal was flushed to zero"

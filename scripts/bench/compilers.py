@@ -92,17 +92,26 @@ def build(flags: list[str], src: Path = SRC) -> Path:
     or changing gcc rebuilds automatically.
     """
     key = hashlib.sha256(
-        (src.read_text() + "\0" + " ".join(flags) + "\0" + compiler_version()).encode()
+        (src.read_text() + "\0" + " ".join(flags) + "\0" + compiler_version()
+         + "\0link-without-flags").encode()
     ).hexdigest()[:16]
     out = cache_dir() / key / f"lib{src.stem}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [compiler(), *flags, "-shared", "-fPIC", "-o", str(tmp), str(src)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CompileError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    obj = out.with_suffix(f".{os.getpid()}.o")
+    # Compile with the flags, link without them: gcc links -ffast-math programs with
+    # crtfastmath.o, whose constructor switches the whole process to flush-to-zero and
+    # denormals-are-zero when the library is loaded, changing every later float result of the
+    # Python process that loads it (NumPy's and PyTorch's included).
+    for cmd in ([compiler(), *flags, "-fPIC", "-c", "-o", str(obj), str(src)],
+                [compiler(), "-shared", "-o", str(tmp), str(obj)]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            obj.unlink(missing_ok=True)
+            raise CompileError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    obj.unlink()
     tmp.replace(out)  # atomic: a concurrent build never sees a half-written library
     return out
 

@@ -175,6 +175,14 @@ def _stats(times: list[float]) -> dict[str, float]:
     return {"median_s": t.median, "iqr_s": t.iqr, "min_s": t.min}
 
 
+def _threading_layer() -> str | None:
+    """numba's threading layer, or None when no parallel kernel has run (e.g. --baseline false)."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
 def run(S: Any) -> dict[str, Any] | None:
     from mpi4py import MPI  # imported here, so that importing this file needs no MPI
 
@@ -230,7 +238,7 @@ def run(S: Any) -> dict[str, Any] | None:
     return {
         "ranks": p, "dtype": S.dtype, "iters": S.iters, "threads_per_rank": 1,
         "standalone_threads": thread_counts,
-        "numba_threading_layer": numba.threading_layer() if threads > 1 else None,
+        "numba_threading_layer": _threading_layer(),
         "mpi": MPI.Get_library_version().splitlines()[0].strip(),
         "placement": [{"rank": r, "node": name} for r, name in enumerate(nodes)],
         "n": big["n"], "median_s": big["overlap_s" if p > 1 else "blocking_s"],

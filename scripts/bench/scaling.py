@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Any
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 MAX_OVERSUBSCRIBE = 4  # threads per core, at most, for the oversubscribed points
-if _CORES <= 8:
+if _CORES <= 8 and "numba" not in sys.modules:
     # numba's thread pool is sized once, when numba is imported; oversubscribed points need a
     # pool larger than the core count. A many-core host has real points enough and keeps its
-    # default pool; an explicit NUMBA_NUM_THREADS (the SLURM job sets one) always wins.
+    # default pool; an explicit NUMBA_NUM_THREADS (the SLURM job sets one) always wins. Where
+    # numba is already imported (a test process), its pool stays as it is: changing the
+    # variable then would make numba refuse to compile anything more.
     os.environ.setdefault("NUMBA_NUM_THREADS", str(MAX_OVERSUBSCRIBE * _CORES))
 
 import numba  # after the pool size is chosen

@@ -164,7 +164,7 @@ def test_pyspy_samples_the_ladder_and_dumps_the_spinner():
     if not out["ran"]:
         pytest.skip(f"py-spy cannot read processes here: {out['why']}")
     assert out["samples"] > 0 and out["phases"].get("numba_compile", 0) > 0
-    assert out["dump"]["frames"][0].startswith("hot_spin ")
+    assert out["dump"]["frames"][0].startswith("spin ")
     assert set(out["clock_s"]) == {"python", "numpy", "numba_compile", "numba"}
 
 

@@ -161,18 +161,11 @@ def run_ladder(n: int, reps: int) -> dict[str, float]:
     return seconds
 
 
-def hot_spin(seconds: float) -> int:
-    """Spin on the clock, in Python, for ``seconds``."""
-    end = time.perf_counter() + seconds
-    count = 0
-    while time.perf_counter() < end:
-        count += 1
-    return count
-
-
 def wait_here(seconds: float) -> int:
+    from hpcai.workers import spin  # the book's one busy loop
+
     print("ready", flush=True)
-    return hot_spin(seconds)
+    return spin(seconds)
 
 
 def gpu_step(n: int, fresh: bool) -> float:
@@ -411,21 +404,21 @@ def sample_table(stacks: Counter) -> dict[str, Any]:
 
 
 def _pyspy_dump(pyspy: str) -> dict[str, Any]:
-    """Start a program that spins in hot_spin, dump its stack once, stop it."""
+    """Start a program that spins in hpcai.workers.spin, dump its stack once, stop it."""
     proc = subprocess.Popen(_workload("spin", 30), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the spinning workload did not start")
-        for _ in range(5):  # until it has left print() and spins in hot_spin
+        for _ in range(5):  # until it has left print() and spins in spin()
             time.sleep(0.2)
             r = subprocess.run([pyspy, "dump", "--json", "--pid", str(proc.pid)],
                                capture_output=True, text=True, timeout=60)
             if r.returncode != 0:
                 raise PermissionError(" ".join((r.stderr or r.stdout).split())[:400])
             main = json.loads(r.stdout)[0]
-            if main["frames"] and main["frames"][0]["name"] == "hot_spin":
+            if main["frames"] and main["frames"][0]["name"] == "spin":
                 break
     finally:
         proc.kill()

@@ -20,7 +20,8 @@ synchronise before each clock read):
 * ``gpu_vadd``     vector add: kernel only vs copy in + kernel + copy out, against NumPy.
 
 For each series the result holds a fit t(n) = t0 + c*n (t0: the fixed cost, c: the cost per
-element) and the crossover size n* = t0 / c at which useful work equals the fixed cost.
+element) and the crossover size n* = t0 / c at which useful work equals the fixed cost. The
+timing and fitting code is shared with chapter 9 in ``hpcai/fixedcost.py``.
 """
 
 from __future__ import annotations
@@ -29,14 +30,21 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from hpcai import Timing, time_it
+from hpcai import Timing
 from hpcai.cli import bench_main
+from hpcai.fixedcost import (
+    crossover,
+    fit_fixed_plus_linear,  # noqa: F401  (the lab and tests use it)
+    series,
+    sizes,
+    time_call,
+)
 
 SIZES = {
     # CPU series: 10**lo .. 10**hi elements, `per_decade` points per factor of 10. hi stays at
@@ -72,80 +80,15 @@ def axpy_parallel(a, x, y):
         y[i] += a * x[i]
 
 
-def sizes(lo: int, hi: int, per_decade: int) -> list[int]:
-    """Geometric sizes 10**lo .. 10**hi, deduplicated integers."""
-    if not (0 <= lo < hi <= 9) or per_decade < 1:
-        raise ValueError(f"need 0 <= --lo < --hi <= 9 and --per-decade >= 1; got lo={lo}, "
-                         f"hi={hi}, per_decade={per_decade}")
-    pts = np.logspace(lo, hi, (hi - lo) * per_decade + 1)
-    return sorted({int(round(p)) for p in pts})
-
-
-def fit_fixed_plus_linear(n: Sequence[float], t: Sequence[float]) -> dict[str, float]:
-    """Fit t = t0 + c*n minimising *relative* error (small sizes count as much as large).
-
-    Returns t0 (s), c (s per element) and n_star = t0 / c, the size at which the work
-    (c*n) equals the fixed cost, i.e. where efficiency c*n / t(n) reaches one half.
-    """
-    n_arr = np.asarray(n, dtype=float)
-    t_arr = np.asarray(t, dtype=float)
-    X = np.stack([1.0 / t_arr, n_arr / t_arr], axis=1)
-    (t0, c), *_ = np.linalg.lstsq(X, np.ones_like(t_arr), rcond=None)
-    t0, c = max(float(t0), 0.0), max(float(c), 1e-18)
-    return {"t0_s": t0, "c_s_per_elem": c, "n_star": t0 / c}
-
-
-def crossover(n: Sequence[float], slow: Sequence[float], fast: Sequence[float]) -> float | None:
-    """Smallest size from which `fast` stays below `slow` (log-interpolated), from the data."""
-    n_arr, a, b = (np.asarray(v, dtype=float) for v in (n, slow, fast))
-    wins = b < a
-    if not wins[-1]:
-        return None
-    k = len(wins) - 1
-    while k > 0 and wins[k - 1]:
-        k -= 1
-    if k == 0:
-        return float(n_arr[0])
-    # the ratio b/a crosses 1 between n[k-1] and n[k]: interpolate log(ratio) in log(n)
-    r0, r1 = np.log(b[k - 1] / a[k - 1]), np.log(b[k] / a[k])
-    f = r0 / (r0 - r1)
-    return float(np.exp(np.log(n_arr[k - 1]) + f * (np.log(n_arr[k]) - np.log(n_arr[k - 1]))))
-
-
 def _time_call(fn: Callable[[], Any], S, sync=None):
-    """Timing of one call, repeating tiny calls inside a sample to beat the clock.
-
-    One probe of a few calls estimates the cost of a call, so that each sample lasts about
-    ``target_s`` whatever the size.
-    """
-    barrier = sync or (lambda: None)
-    fn()
-    barrier()
-    start = time.perf_counter()
-    for _ in range(3):
-        fn()
-    barrier()
-    probe = (time.perf_counter() - start) / 3
-    number = int(min(10_000, max(1, S.target_s / max(probe, 1e-8))))
-    return time_it(fn, warmup=1, repeats=S.repeats, number=number, sync=sync)
+    """One call's Timing with the profile's target sample length and repeats."""
+    return time_call(fn, target_s=S.target_s, repeats=S.repeats, sync=sync)
 
 
 def _series(make: Callable[[int], Callable[[], Any]], ns: list[int], S,
             sync=None) -> dict[str, Any]:
-    """Time one operation over sizes; fit t0 + c n to the *best* sample of each size.
-
-    A fixed cost is a property of the code path; other programs on a shared machine can only
-    add time to it, so the minimum is the estimate that noise does not bias. The median and
-    the inter-quartile range are kept alongside to show how noisy the machine was.
-    """
-    best, med, iqr = [], [], []
-    for n in ns:
-        t = _time_call(make(n), S, sync)
-        best.append(t.min)
-        med.append(t.median)
-        iqr.append(t.iqr)
-    return {"n": ns, "best_s": best, "median_s": med, "iqr_s": iqr,
-            "fit": fit_fixed_plus_linear(ns, best)}
+    """One operation over sizes, fitted (see hpcai.fixedcost.series)."""
+    return series(make, ns, target_s=S.target_s, repeats=S.repeats, sync=sync)
 
 
 # ------------------------------------------------------------------ CPU parts

@@ -228,22 +228,29 @@ def _quartiles(times: list[float]) -> tuple[float, float, float]:
 
 
 def _train_step(sizes_: list[int], batch: int) -> Callable[[], Any]:
-    """One SGD step (forward, loss, backward, update) of an MLP on a fixed random batch."""
+    """One SGD step (forward, loss, backward, update) of an MLP on a fixed random batch.
+
+    The update is written out (``p -= lr * grad``, what ``torch.optim.SGD`` does without
+    momentum): constructing a ``torch.optim`` optimiser costs a second of imports here.
+    """
     import torch
 
     from hpcai.nn import torch_mlp
 
     gen = torch.Generator().manual_seed(0)
     model = torch_mlp(sizes_)
+    params = list(model.parameters())
     X = torch.randn(batch, sizes_[0], generator=gen)
     y = torch.randint(0, sizes_[-1], (batch,), generator=gen)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step() -> None:
-        opt.zero_grad()
+        for p in params:
+            p.grad = None
         loss_fn(model(X), y).backward()
-        opt.step()
+        with torch.no_grad():
+            for p in params:
+                p.add_(p.grad, alpha=-1e-3)
     return step
 
 

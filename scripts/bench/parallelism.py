@@ -1,0 +1,135 @@
+"""Every parallelism of chapter 10, trained a few steps and checked against one process.
+
+Run under torchrun, one process per rank (gloo on CPU, NCCL on GPUs):
+
+    torchrun --standalone --nproc-per-node 2 scripts/bench/parallelism.py \\
+        --profile cpu --json
+    ... --strategies ddp,fsdp       # some of them only
+
+(As a plain ``python`` program it runs in a world of one: every strategy then
+degenerates to the one-process run, which checks the plumbing and nothing else.)
+
+Each strategy of :mod:`hpcai.parallel` (``dp_naive``, ``ddp``, ``fsdp`` = ZeRO-3,
+``zero2``, ``tp_naive``, ``tp`` = DTensor, ``pp_naive``, ``pp`` = pipelining's GPipe,
+``pp_1f1b``) trains the same seeded model on the same synthetic batches for ``k_steps``
+steps. One row per strategy holds:
+
+* ``max_loss_diff`` and ``max_param_diff``: the largest differences from the one-process
+  run on the global batch (per-step losses; parameters after the last step);
+* ``peak_bytes_per_rank``: MemTracker's peak over the first step, the largest over
+  ranks;
+* ``comm_bytes_per_step`` (buffer bytes, nccl-tests' convention) and
+  ``wire_bytes_per_step`` (bytes a rank sends by ring), counted from the collectives the
+  last step issued, the largest over ranks; ``predicted_comm_bytes`` is the formula's
+  buffer bytes (see :mod:`hpcai.parallel.tracking`);
+* ``step_median_s``: the median over the steps between, slowest rank.
+
+``bubble`` holds the hand-written GPipe's measured idle fraction for each number of
+microbatches of ``bubble_microbatches``, next to ``(p - 1) / (m + p - 1)``.
+
+A watchdog (``faulthandler``) ends the program with every thread's traceback if the run
+takes longer than ``hang_timeout_s``: pipelining over gloo has hung before
+(pytorch#132644), and a hung collective never returns by itself. Only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import sys
+from typing import Any
+
+import torch
+
+from hpcai import dist as hd
+from hpcai.cli import bench_main
+from hpcai.parallel import STRATEGIES, build, drive, reference_run
+from hpcai.parallel.model import ModelConfig, build_model, param_bytes
+from hpcai.parallel.pipeline import bubble_study
+
+SIZES = {
+    "smoke": {"strategies": "all", "dim": 64, "hidden": 256, "n_blocks": 4,
+              "global_batch": 32, "microbatches": 4, "k_steps": 5,
+              "bubble_microbatches": [1, 4], "bubble_steps": 2,
+              "hang_timeout_s": 120, "backend": "gloo"},
+    "cpu": {"strategies": "all", "dim": 256, "hidden": 1024, "n_blocks": 8,
+            "global_batch": 64, "microbatches": 8, "k_steps": 8,
+            "bubble_microbatches": [1, 2, 4, 8, 16], "bubble_steps": 5,
+            "hang_timeout_s": 300, "backend": "gloo"},
+    "gpu": {"strategies": "all", "dim": 1024, "hidden": 4096, "n_blocks": 8,
+            "global_batch": 256, "microbatches": 8, "k_steps": 10,
+            "bubble_microbatches": [1, 2, 4, 8, 16], "bubble_steps": 5,
+            "hang_timeout_s": 300, "backend": "auto"},
+}
+
+
+def parse_strategies(text: str) -> list[str]:
+    """``all`` or a comma-separated list of strategy names; ``ValueError`` otherwise."""
+    if text == "all":
+        return list(STRATEGIES)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if not names or unknown:
+        raise ValueError("--strategies must be all or a comma-separated list drawn "
+                         f"from {', '.join(STRATEGIES)}; got {text!r}")
+    return names
+
+
+def check_settings(S: Any) -> None:
+    """Shapes that cannot split, refused before any work (for 2 ranks at least)."""
+    parse_strategies(str(S.strategies))
+    if int(S.k_steps) < 3:
+        raise ValueError(f"--k-steps must be at least 3, got {S.k_steps}")
+    for m in [int(S.microbatches), *map(int, S.bubble_microbatches)]:
+        if int(S.global_batch) % m:
+            raise ValueError(f"--global-batch {S.global_batch} does not split into {m} "
+                             f"microbatches (--microbatches, --bubble-microbatches)")
+
+
+def _check_world(S: Any, n: int) -> None:
+    """What must split over ``n`` ranks: batch (DP), hidden (TP), blocks (PP)."""
+    for what, value in (("--global-batch", S.global_batch), ("--hidden", S.hidden),
+                        ("--n-blocks", S.n_blocks)):
+        if int(value) % n:
+            raise ValueError(f"{what} {value} is not divisible by the {n} ranks")
+
+
+def run(S: Any) -> dict[str, Any] | None:
+    names = parse_strategies(str(S.strategies))
+    faulthandler.dump_traceback_later(float(S.hang_timeout_s), exit=True)
+    world = hd.init(str(S.backend))
+    try:
+        _check_world(S, world.size)
+    except ValueError as err:
+        if world.is_root:
+            print(f"error: {err}", file=sys.stderr)
+        hd.teardown()
+        raise SystemExit(2) from None
+    cfg = ModelConfig(dim=int(S.dim), hidden=int(S.hidden), n_blocks=int(S.n_blocks))
+    B, k, m = int(S.global_batch), int(S.k_steps), int(S.microbatches)
+    ref = reference_run(k, B, cfg, world.device)
+    rows = []
+    for name in names:
+        row = drive(build(name, world, cfg, B, m), world, k, ref)
+        row.pop("busy_s", None)
+        rows.append(row)
+    bubble = bubble_study(world, cfg, B, [int(x) for x in S.bubble_microbatches],
+                          int(S.bubble_steps))
+    placement = hd.placement()
+    hd.teardown()
+    faulthandler.cancel_dump_traceback_later()
+    if not world.is_root:
+        return None
+    full = build_model(cfg)
+    n_params = sum(p.numel() for p in full.parameters())
+    return {"rows": rows, "strategies": names, "bubble": bubble,
+            "reference_losses": ref.losses, "params": n_params,
+            "param_bytes": param_bytes(full), "dtype": str(torch.float32),
+            "world": world.size, "ranks": world.size, "backend": world.backend,
+            "device": str(world.device), "placement": placement,
+            "max_loss_diff": max(r["max_loss_diff"] for r in rows),
+            "max_param_diff": max(r["max_param_diff"] for r in rows)}
+
+
+if __name__ == "__main__":
+    bench_main(run, SIZES, description=__doc__, check=check_settings,
+               choices={"backend": hd.BACKENDS})

@@ -57,7 +57,6 @@ SIZES = {
 }
 SOFTWARE_EVENTS = ("task-clock", "context-switches", "cpu-migrations", "page-faults")
 HARDWARE_EVENTS = ("cycles", "instructions", "cache-misses", "branch-misses")
-PHASES = ("forward", "backward", "optimizer")
 
 
 # ------------------------------------------------------------------ the workloads
@@ -466,40 +465,23 @@ def part_pyspy(S) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ torch.profiler
-def trace_events(path: str | Path) -> list[dict[str, Any]]:
-    """Complete events (``ph == "X"``) of a Chrome trace, with their nesting depth on
-    their thread (0: outermost) and the phase (forward, backward, optimizer) around them."""
-    data = json.loads(Path(path).read_text())
-    raw = data["traceEvents"] if isinstance(data, dict) else data
-    events = [e for e in raw if e.get("ph") == "X" and "dur" in e
-              and e.get("cat") in ("cpu_op", "user_annotation")]
-    events.sort(key=lambda e: (str(e["tid"]), e["ts"], -e["dur"]))
-    out: list[dict[str, Any]] = []
-    stack: list[dict[str, Any]] = []
-    tid = None
-    for e in events:
-        if e["tid"] != tid:
-            stack, tid = [], e["tid"]
-        while stack and e["ts"] >= stack[-1]["end"]:
-            stack.pop()
-        phase = next((s["name"] for s in reversed(stack) if s["name"] in PHASES), None)
-        row = {"name": e["name"], "cat": e["cat"], "tid": str(e["tid"]),
-               "ts": e["ts"], "dur": e["dur"], "depth": len(stack),
-               "phase": e["name"] if e["name"] in PHASES else phase,
-               "end": e["ts"] + e["dur"]}
-        stack.append(row)
-        out.append(row)
-    t0 = min((e["ts"] for e in out), default=0.0)
-    for e in out:
-        e["ts"] -= t0
-        e["end"] -= t0
-    return out
+def __getattr__(name: str) -> Any:
+    """``PHASES`` and ``trace_events`` live in ``hpcai.trace`` (shared with chapter 9); they
+    are imported on first use, so the workloads start without importing the book's
+    package."""
+    if name in ("PHASES", "trace_events"):
+        from hpcai import trace
+
+        return getattr(trace, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mlp_step_profile(S) -> dict[str, Any]:
     """Profile ``S.steps`` training steps of a three-layer MLP on the CPU."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function, schedule
+
+    from hpcai.trace import trace_events
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

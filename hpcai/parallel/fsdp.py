@@ -60,5 +60,6 @@ def fsdp(world: hd.World, cfg: ModelConfig, global_batch: int,
     name = "fsdp" if reshard_after_forward else "zero2"
     gathers = 2 if reshard_after_forward else 1
     return Strategy(name, step, param_diff, (net, opt),
-                    predicted_comm_bytes=(gathers + 1) * full_bytes,
+                    # (in a world of one FSDP2 issues no collective at all)
+                    predicted_comm_bytes=(gathers + 1) * full_bytes * (world.size > 1),
                     extra={"sharded_param_bytes": param_bytes(net)})

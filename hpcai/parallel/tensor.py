@@ -161,5 +161,7 @@ def dtensor(world: hd.World, cfg: ModelConfig, global_batch: int) -> Strategy:
         return max(max_abs_diff(p.full_tensor(), ref[name])  # type: ignore[operator]
                    for name, p in net.named_parameters())
 
+    # in a world of one DTensor has nothing to reduce and issues no collective
     return Strategy("tp", step, param_diff, (net, opt),
-                    predicted_comm_bytes=_predicted(cfg, global_batch))
+                    predicted_comm_bytes=_predicted(cfg, global_batch)
+                    * (world.size > 1))

@@ -25,7 +25,9 @@ steps. One row per strategy holds:
 * ``step_median_s``: the median over the steps between, slowest rank.
 
 ``bubble`` holds the hand-written GPipe's measured idle fraction for each number of
-microbatches of ``bubble_microbatches``, next to ``(p - 1) / (m + p - 1)``.
+microbatches of ``bubble_microbatches`` (a batch of ``bubble_batch`` rows, larger than
+the check's so that a microbatch is not all overhead), next to ``(p - 1) / (m + p -
+1)``.
 
 A watchdog (``faulthandler``) ends the program with every thread's traceback if the run
 takes longer than ``hang_timeout_s``: pipelining over gloo has hung before
@@ -49,16 +51,16 @@ from hpcai.parallel.pipeline import bubble_study
 SIZES = {
     "smoke": {"strategies": "all", "dim": 64, "hidden": 256, "n_blocks": 4,
               "global_batch": 32, "microbatches": 4, "k_steps": 5,
-              "bubble_microbatches": [1, 4], "bubble_steps": 2,
+              "bubble_microbatches": [1, 4], "bubble_steps": 2, "bubble_batch": 32,
               "hang_timeout_s": 120, "backend": "gloo"},
     "cpu": {"strategies": "all", "dim": 256, "hidden": 1024, "n_blocks": 8,
             "global_batch": 64, "microbatches": 8, "k_steps": 8,
             "bubble_microbatches": [1, 2, 4, 8, 16], "bubble_steps": 5,
-            "hang_timeout_s": 300, "backend": "gloo"},
+            "bubble_batch": 512, "hang_timeout_s": 300, "backend": "gloo"},
     "gpu": {"strategies": "all", "dim": 1024, "hidden": 4096, "n_blocks": 8,
             "global_batch": 256, "microbatches": 8, "k_steps": 10,
             "bubble_microbatches": [1, 2, 4, 8, 16], "bubble_steps": 5,
-            "hang_timeout_s": 300, "backend": "auto"},
+            "bubble_batch": 4096, "hang_timeout_s": 300, "backend": "auto"},
 }
 
 
@@ -79,10 +81,13 @@ def check_settings(S: Any) -> None:
     parse_strategies(str(S.strategies))
     if int(S.k_steps) < 3:
         raise ValueError(f"--k-steps must be at least 3, got {S.k_steps}")
-    for m in [int(S.microbatches), *map(int, S.bubble_microbatches)]:
-        if int(S.global_batch) % m:
-            raise ValueError(f"--global-batch {S.global_batch} does not split into {m} "
-                             f"microbatches (--microbatches, --bubble-microbatches)")
+    if int(S.global_batch) % int(S.microbatches):
+        raise ValueError(f"--global-batch {S.global_batch} does not split into "
+                         f"{S.microbatches} microbatches (--microbatches)")
+    for m in map(int, S.bubble_microbatches):
+        if int(S.bubble_batch) % m:
+            raise ValueError(f"--bubble-batch {S.bubble_batch} does not split into {m} "
+                             f"microbatches (--bubble-microbatches)")
 
 
 def _check_world(S: Any, n: int) -> None:
@@ -112,8 +117,8 @@ def run(S: Any) -> dict[str, Any] | None:
         row = drive(build(name, world, cfg, B, m), world, k, ref)
         row.pop("busy_s", None)
         rows.append(row)
-    bubble = bubble_study(world, cfg, B, [int(x) for x in S.bubble_microbatches],
-                          int(S.bubble_steps))
+    bubble = bubble_study(world, cfg, int(S.bubble_batch),
+                          [int(x) for x in S.bubble_microbatches], int(S.bubble_steps))
     placement = hd.placement()
     hd.teardown()
     faulthandler.cancel_dump_traceback_later()

@@ -46,7 +46,7 @@ CELLS = {
                 "PyTorch;\nwraps model\nand optimiser", "PyTorch;\nparallel layers\nin the model",
                 "tracing to XLA;\nthe compiler\npartitions",
                 "TensorFlow, Keras,\nPyTorch, MXNet;\nwraps optimiser"],
-    "launch": ["torchrun\n(one process\nper GPU)", "torchrun", "deepspeed launcher\n(hostfile)\nor mpirun",
+    "launch": ["torchrun\n(one process\nper GPU)", "torchrun", "deepspeed\n(hostfile)\nor mpirun",
                "torchrun", "one process per\nhost; srun or\nmpirun", "horovodrun\nor mpirun"],
 }
 

@@ -23,16 +23,18 @@ Only rank 0 prints; ``rows`` holds one entry per (algorithm, size) and
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, Any
 
 from hpcai import dist as hd
 from hpcai.allreduce import ALLREDUCE_ALGORITHMS
 from hpcai.cli import bench_main
 from hpcai.dist import algbw_GBps, busbw_GBps
 from hpcai.measure import Timing
+
+# torch takes seconds to import: the functions import it when they run, so that a bad
+# command-line value is refused at once
+if TYPE_CHECKING:
+    import torch
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -50,8 +52,8 @@ SIZES = {
             "dtype": "float32", "backend": "auto"},
 }
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-           "bfloat16": torch.bfloat16, "int32": torch.int32, "int64": torch.int64}
+# bytes per element of each torch dtype by name (run() checks them against torch)
+_DTYPES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
 
 
 def parse_algos(text: str) -> list[str]:
@@ -68,7 +70,7 @@ def parse_algos(text: str) -> list[str]:
 
 def itemsize_of(dtype: str) -> int:
     """Bytes per element of ``dtype`` (a key of ``_DTYPES``)."""
-    return torch.tensor([], dtype=_DTYPES[dtype]).element_size()
+    return _DTYPES[dtype]
 
 
 def sizes_of(S: Any) -> list[int]:
@@ -86,6 +88,9 @@ def check_settings(S: Any) -> None:
 def _check_against_library(fn: Any, numel: int, dtype: torch.dtype, device: torch.device,
                            rank: int) -> None:
     """The hand-written result must equal dist.all_reduce exactly (integer-valued data)."""
+    import torch
+    import torch.distributed as dist
+
     x = (torch.arange(numel, device=device) % 13 + rank).to(dtype)
     expected = x.clone()
     dist.all_reduce(expected)
@@ -96,9 +101,13 @@ def _check_against_library(fn: Any, numel: int, dtype: torch.dtype, device: torc
 
 
 def run(S: Any) -> dict[str, Any] | None:
+    import torch
+    import torch.distributed as dist
+
     algos = parse_algos(str(S.algo))
-    dtype = _DTYPES[str(S.dtype)]
+    dtype = getattr(torch, str(S.dtype))
     itemsize = itemsize_of(str(S.dtype))
+    assert torch.empty((), dtype=dtype).element_size() == itemsize, S.dtype
     sizes = sizes_of(S)
     world = hd.init(str(S.backend))
     rank, device = world.rank, world.device

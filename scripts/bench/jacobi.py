@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, Any
 
 from hpcai import dist as hd
 from hpcai.cli import bench_main
 from hpcai.measure import Timing
 from hpcai.stencil import halo_bytes, stripe_bounds  # the same stripes as jacobi_mpi.py
+
+# torch takes seconds to import: each function imports it when it runs, so that a bad
+# command-line value is refused at once
+if TYPE_CHECKING:
+    import torch
 
 SIZES: dict[str, dict[str, Any]] = {
     # sizes: grid edge n (boundary included); iters: Jacobi sweeps per solve.
@@ -43,15 +45,18 @@ SIZES: dict[str, dict[str, Any]] = {
                 "repeats": 3, "exchange": "nonblocking", "dtype": "float32",
                 "backend": "auto"},
 }
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = ("float32", "float64")  # torch dtypes by name; torch is imported where it is used
 EXCHANGES = ("nonblocking", "blocking")
 
 
 # --------------------------------------------------------------------------- the numerics
-def initial_grid(n: int, dtype: torch.dtype = torch.float32,
+def initial_grid(n: int, dtype: torch.dtype | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """An ``n x n`` grid: zeros inside, top edge held at 1, other edges at 0."""
-    u = torch.zeros(n, n, dtype=dtype, device=device)
+    """An ``n x n`` grid: zeros inside, top edge held at 1, other edges at 0 (float32 unless
+    ``dtype`` says otherwise)."""
+    import torch
+
+    u = torch.zeros(n, n, dtype=torch.float32 if dtype is None else dtype, device=device)
     u[0, :] = 1.0
     return u
 
@@ -63,12 +68,14 @@ def jacobi_step(u: torch.Tensor, out: torch.Tensor) -> None:
     Writes into ``out`` without temporaries; rows 0 and -1 and the edge columns of
     ``out`` are left alone.
     """
+    import torch
+
     inner = out[1:-1, 1:-1]
     torch.add(u[:-2, 1:-1], u[2:, 1:-1], out=inner)  # up + down
     inner.add_(u[1:-1, :-2]).add_(u[1:-1, 2:]).mul_(0.25)  # + left + right, / 4
 
 
-def jacobi_reference(n: int, iters: int, dtype: torch.dtype = torch.float32,
+def jacobi_reference(n: int, iters: int, dtype: torch.dtype | None = None,
                      device: torch.device | str = "cpu") -> torch.Tensor:
     """The single-process solve every distributed result is checked against."""
     u = initial_grid(n, dtype, device)
@@ -79,7 +86,7 @@ def jacobi_reference(n: int, iters: int, dtype: torch.dtype = torch.float32,
     return u
 
 
-def local_stripe(n: int, p: int, r: int, dtype: torch.dtype = torch.float32,
+def local_stripe(n: int, p: int, r: int, dtype: torch.dtype | None = None,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """Rank ``r``'s rows plus one ghost row above and below (boundary rows where they exist)."""
     start, stop = stripe_bounds(n, p, r)
@@ -107,6 +114,8 @@ def exchange_blocking(u: torch.Tensor, up: int | None, down: int | None, rank: i
     Even ranks send first and then receive; odd ranks receive first and then send.
     Correct, but every transfer waits for the one before it.
     """
+    import torch.distributed as dist
+
     pairs = [(nb, row, ghost) for nb, row, ghost in ((up, 1, 0), (down, -2, -1))
              if nb is not None]
     for nb, row, ghost in pairs:
@@ -121,6 +130,8 @@ def exchange_blocking(u: torch.Tensor, up: int | None, down: int | None, rank: i
 def solve(n: int, iters: int, p: int, rank: int, group: Any, exchange: str,
           dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, float, float, float]:
     """Run ``iters`` sweeps on this rank's stripe; return (stripe, total, compute, comm) s."""
+    import torch
+
     u = local_stripe(n, p, rank, dtype, device)
     out = u.clone()  # ghost rows that hold the boundary are fixed in both buffers
     up = rank - 1 if rank > 0 else None
@@ -152,6 +163,9 @@ def solve(n: int, iters: int, p: int, rank: int, group: Any, exchange: str,
 
 def gather_to_root(u: torch.Tensor, n: int, p: int, rank: int, group: Any) -> torch.Tensor | None:
     """Assemble the full grid on rank 0 from every rank's owned rows (None elsewhere)."""
+    import torch
+    import torch.distributed as dist
+
     if rank != 0:
         dist.send(u[1:-1].contiguous(), dst=0, group=group)
         return None
@@ -187,9 +201,12 @@ def check_settings(S: Any, world: int | None = None) -> None:
 
 
 def run(S: Any) -> dict[str, Any] | None:
+    import torch
+    import torch.distributed as dist
+
     w = hd.init(S.backend)
     backend, device, world, rank = w.backend, w.device, w.size, w.rank
-    dtype = DTYPES[S.dtype]
+    dtype = getattr(torch, S.dtype)
     itemsize = torch.empty((), dtype=dtype).element_size()
     counts = rank_counts(world)
     # every rank must take part in creating every group, members or not

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, Any
 
 from hpcai import Timing, time_it
 from hpcai import dist as hd
 from hpcai.allreduce import ring_allreduce_
 from hpcai.cli import bench_main
 from hpcai.dist import algbw_GBps, busbw_factor, busbw_GBps
+
+# torch takes seconds to import: the functions import it when they run, so that a bad
+# command-line value is refused at once
+if TYPE_CHECKING:
+    import torch
 
 SIZES: dict[str, dict[str, Any]] = {
     # nproc is read by the launchers (notebook, job script); the script itself uses the
@@ -46,13 +48,15 @@ OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 BUSBW_NAME = {"all_reduce": "allreduce", "all_gather": "allgather",
               "reduce_scatter": "reducescatter", "broadcast": "broadcast",
               "ring_allreduce": "allreduce"}
-DTYPE = torch.float32
+DTYPE = "float32"  # the torch dtype, by name
 ITEM = 4  # bytes per float32
 
 
 # --------------------------------------------------------------------------- setup
 def _pick(*names: str) -> tuple[str, Callable[..., Any]]:
     """The first of ``names`` this torch.distributed provides (APIs were renamed over time)."""
+    import torch.distributed as dist
+
     for name in names:
         if hasattr(dist, name):
             return name, getattr(dist, name)
@@ -87,12 +91,16 @@ def make_op(op: str, count: int, rank: int, world: int, device: torch.device,
     inputs and compares; ``zero`` clears the buffers before timing so that repeated
     in-place sums cannot overflow.
     """
-    base = (torch.arange(count, device=device) % 7).to(DTYPE)
+    import torch
+    import torch.distributed as dist
+
+    dtype = getattr(torch, DTYPE)
+    base = (torch.arange(count, device=device) % 7).to(dtype)
     sum_ranks = world * (world + 1) / 2  # sum over r of (r + 1)
     chunk = count // world
 
     if op in ("all_reduce", "ring_allreduce"):
-        buf = torch.empty(count, dtype=DTYPE, device=device)
+        buf = torch.empty(count, dtype=dtype, device=device)
         reduce = ring_allreduce_ if op == "ring_allreduce" else dist.all_reduce
 
         def run() -> None:
@@ -108,8 +116,8 @@ def make_op(op: str, count: int, rank: int, world: int, device: torch.device,
     if op == "all_gather":
         name, fn = _pick("all_gather_single", "all_gather_into_tensor")
         api["all_gather"] = name
-        inp = torch.empty(chunk, dtype=DTYPE, device=device)
-        out = torch.empty(chunk * world, dtype=DTYPE, device=device)
+        inp = torch.empty(chunk, dtype=dtype, device=device)
+        out = torch.empty(chunk * world, dtype=dtype, device=device)
 
         def run() -> None:
             fn(out, inp)
@@ -125,8 +133,8 @@ def make_op(op: str, count: int, rank: int, world: int, device: torch.device,
     if op == "reduce_scatter":
         name, fn = _pick("reduce_scatter_single", "reduce_scatter_tensor")
         api["reduce_scatter"] = name
-        inp = torch.empty(chunk * world, dtype=DTYPE, device=device)
-        out = torch.empty(chunk, dtype=DTYPE, device=device)
+        inp = torch.empty(chunk * world, dtype=dtype, device=device)
+        out = torch.empty(chunk, dtype=dtype, device=device)
 
         def run() -> None:
             fn(out, inp)
@@ -140,7 +148,7 @@ def make_op(op: str, count: int, rank: int, world: int, device: torch.device,
         return run, check, lambda: (inp.zero_(), out.zero_())
 
     if op == "broadcast":
-        buf = torch.empty(count, dtype=DTYPE, device=device)
+        buf = torch.empty(count, dtype=dtype, device=device)
 
         def run() -> None:
             dist.broadcast(buf, src=0)
@@ -162,6 +170,8 @@ def measure_size(ops: tuple[str, ...], nbytes: int, S: Any, device: torch.device
     Samples are interleaved (op A, op B, ..., op A, op B, ...) so that a busy moment of a
     shared machine slows all operations alike instead of one of them.
     """
+    import torch.distributed as dist
+
     world, rank = dist.get_world_size(), dist.get_rank()
     count = count_for(nbytes, world)
     nbytes = count * ITEM
@@ -234,6 +244,8 @@ def ring_vs_library(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(S: Any) -> dict[str, Any] | None:
+    import torch
+
     sizes = size_sweep(S)
     w = hd.init(S.backend)
     backend, device, world, rank = w.backend, w.device, w.size, w.rank

@@ -116,3 +116,15 @@ def test_cnn_save_and_reload_round_trip(tmp_path):
     assert conv.n_params(again) == conv.n_params(model)
     again.features.requires_grad_(False)
     assert conv.n_params(again, trainable_only=True) == again.head.weight.numel() + 5
+
+
+def test_gpu_im2col_path_on_the_cpu():
+    """The benchmark's GPU im2col (F.unfold + one matmul) is device-agnostic: check it here."""
+    from hpcai.launch import load_script
+
+    bench = load_script("conv")
+    x, w = torch.randn(2, 3, 9, 9, dtype=torch.float64), torch.randn(4, 3, 3, 3,
+                                                                     dtype=torch.float64)
+    for s, p in [(1, 0), (1, 1), (2, 1)]:
+        torch.testing.assert_close(bench.im2col_torch(x, w, s, p),
+                                   F.conv2d(x, w, stride=s, padding=p), rtol=0, atol=1e-12)

@@ -106,6 +106,8 @@ def draw_timeline(ax: Any, events: list[dict[str, Any]], *, max_depth: int = 3,
     steps = [(e["ts"] / 1e3, e["dur"] / 1e3) for e in events
              if e["name"].startswith("ProfilerStep")]
     first_end = 1e3 * (steps[0][0] + steps[0][1]) if steps else float("inf")
+    span = max((e["end"] for e in events), default=1.0)
+    free_from = {row: -1.0 for row in range(len(rows))}  # where the next label may start
     ax.broken_barh(steps, (-0.4, 0.8), facecolors=PALETTE["light"],
                    edgecolors=PALETTE["model"], linewidth=0.6)
     for row, phase in enumerate(PHASES, start=1):
@@ -122,11 +124,12 @@ def draw_timeline(ax: Any, events: list[dict[str, Any]], *, max_depth: int = 3,
                            (row - height / 2, height), facecolors=colors[phase],
                            edgecolors="white", linewidth=0.3,
                            alpha=1.0 if level == 1 else 0.55)
+            text = e["name"].replace("aten::", "").split(": ")[-1][:16]
             if (label_us is not None and level == 1 and e["dur"] >= label_us
-                    and e["end"] <= first_end):
-                ax.text(e["ts"] / 1e3, row - 0.42,
-                        e["name"].replace("aten::", "").split(": ")[-1][:16],
-                        ha="left", va="bottom", fontsize=6)
+                    and e["end"] <= first_end and e["ts"] >= free_from[row]):
+                ax.text(e["ts"] / 1e3, row - 0.42, text, ha="left", va="bottom",
+                        fontsize=6)
+                free_from[row] = e["ts"] + (len(text) + 1) * span / 120
     ax.set_yticks(range(len(rows)), rows)
     ax.set_ylim(len(rows) - 0.3, -0.7)
     ax.set_xlabel("time since the first recorded step (ms)")

@@ -16,7 +16,9 @@ Parts (``--parts``, comma-separated, or all):
 * ``threads``   intra-op threads: a square GEMM, one training step of a wide MLP, one step
                 of chapter 7's digits MLP and one tiny ``torch.add``, each at every count of
                 ``thread_counts`` (``torch.set_num_threads``), samples interleaved so that a
-                drift of the machine hits every count alike; CPU only.
+                drift of the machine hits every count alike; CPU only. Each speed-up is
+                the ratio of medians, with a range from the quartiles (q1/q3 .. q3/q1)
+                and the ratio of the best samples (the quietest moments of the machine).
 
 With profile ``gpu`` and a CUDA device the first two parts run on the GPU, with
 ``torch.cuda.synchronize`` before each clock read: a sample queues many calls and waits for
@@ -294,7 +296,8 @@ def part_threads(S) -> dict[str, Any]:
             for t in counts[1:]:
                 q1b, medb, q3b = _quartiles(samples[t])
                 speedups[name][str(t)] = {"speedup": meda / medb, "lo": q1a / q3b,
-                                          "hi": q3a / q1b}
+                                          "hi": q3a / q1b,
+                                          "best": min(samples[counts[0]]) / min(samples[t])}
     finally:
         torch.set_num_threads(before)
     gemm_gflops = {r["threads"]: 2 * n**3 / r["median_s"] / 1e9 for r in rows

@@ -168,15 +168,22 @@ def test_bytes_are_the_formulas(two_ranks):
     assert rows["fsdp"]["comm_bytes_per_step"] == 3 * P  # ZeRO-3: AG, AG, RS
     assert rows["fsdp"]["wire_bytes_per_step"] == pytest.approx(3 * (n - 1) / n * P)
     assert rows["zero2"]["comm_bytes_per_step"] == 2 * P  # AG, RS
-    calls = rows["dp_naive"]["per_rank"][0]["calls"]
-    assert set(calls) == {"allreduce"}
+    assert set(rows["dp_naive"]["per_rank"][0]["calls"]) == {"allreduce"}
+    # sequence parallel: each all-reduce of tp_attn becomes a reduce-scatter and an
+    # all-gather, the same wire bytes (plus the norms' small gradient all-reduce)
+    sp, tp = rows["tp_sp"], rows["tp_attn"]
+    assert set(sp["per_rank"][0]["calls"]) == {"allgather", "reducescatter",
+                                               "allreduce"}
+    assert sp["wire_bytes_per_step"] > tp["wire_bytes_per_step"]
+    assert sp["wire_bytes_per_step"] < 1.1 * tp["wire_bytes_per_step"]
 
 
 def test_sharding_saves_memory(two_ranks):
     rows = {r["strategy"]: r for r in two_ranks["rows"]}
     ddp = rows["ddp"]["peak_bytes_per_rank"]
-    for name in ("fsdp", "zero2", "tp", "tp_naive", "pp", "pp_naive"):
+    for name in ("fsdp", "zero2", "tp", "tp_naive", "pp", "pp_naive"):  # same model
         assert rows[name]["peak_bytes_per_rank"] < ddp, name
+    assert rows["tp_sp"]["peak_bytes_per_rank"] < rows["tp_attn"]["peak_bytes_per_rank"]
 
 
 def test_bubble_rows(two_ranks):

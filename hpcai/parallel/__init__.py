@@ -17,7 +17,9 @@ by hand first, then the library's.
   peak memory from ``MemTracker``, and the loop that turns a strategy into a row.
 
 ``STRATEGIES`` maps the name of each row of ``scripts/bench/parallelism.py`` to the
-function that builds it: ``f(world, cfg, global_batch, microbatches)``.
+function that builds it: ``f(world, cfg, global_batch, microbatches)``; those of
+``TRANSFORMER`` need a config of transformer blocks (``cfg.seq > 0``), the others train
+the MLP blocks (every strategy but TP also trains transformer blocks unchanged).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from . import data, fsdp, pipeline, tensor
 from .model import ModelConfig, RunResult, reference_run
 from .tracking import CommCounter, Strategy, drive
 
-__all__ = ["STRATEGIES", "CommCounter", "ModelConfig", "RunResult", "Strategy", "build",
-           "drive", "reference_run"]
+__all__ = ["STRATEGIES", "TRANSFORMER", "CommCounter", "ModelConfig", "RunResult",
+           "Strategy", "build", "drive", "reference_run"]
 
 Builder = Callable[[hd.World, ModelConfig, int, int], Strategy]
 
@@ -41,10 +43,16 @@ STRATEGIES: dict[str, Builder] = {
     "zero2": lambda w, c, b, m: fsdp.fsdp(w, c, b, reshard_after_forward=False),
     "tp_naive": lambda w, c, b, m: tensor.naive(w, c, b),
     "tp": lambda w, c, b, m: tensor.dtensor(w, c, b),
+    "tp_attn": lambda w, c, b, m: tensor.dtensor_attention(w, c, b, False),
+    "tp_sp": lambda w, c, b, m: tensor.dtensor_attention(w, c, b, True),
     "pp_naive": lambda w, c, b, m: pipeline.naive(w, c, b, m),
     "pp": lambda w, c, b, m: pipeline.library(w, c, b, m, "gpipe"),
     "pp_1f1b": lambda w, c, b, m: pipeline.library(w, c, b, m, "1f1b"),
 }
+
+
+TRANSFORMER = ("tp_attn", "tp_sp")
+"""The strategies that train transformer blocks (a config with ``seq > 0``)."""
 
 
 def build(name: str, world: hd.World, cfg: ModelConfig, global_batch: int,

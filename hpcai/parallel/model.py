@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Block", "ModelConfig", "Net", "RunResult", "batch", "build_model",
+__all__ = ["MLP", "Attention", "Block", "ModelConfig", "Net", "TransformerBlock",
+           "RunResult", "batch", "build_model",
            "make_optimizer", "param_bytes", "reference_run"]
 
 
@@ -37,10 +38,14 @@ class ModelConfig:
     seed: int = 0
     lr: float = 0.05
     momentum: float = 0.9
+    seq: int = 0  # 0: MLP blocks on (B, dim); > 0: transformer blocks, (B, seq, dim)
+    heads: int = 4
 
     def __post_init__(self) -> None:
-        if min(self.dim, self.hidden, self.n_blocks) < 1:
-            raise ValueError(f"dim, hidden and n_blocks must be positive: {self}")
+        if min(self.dim, self.hidden, self.n_blocks, self.heads) < 1 or self.seq < 0:
+            raise ValueError(f"sizes must be positive: {self}")
+        if self.seq and self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} does not split into {self.heads} heads")
 
 
 class Block(nn.Module):
@@ -55,13 +60,62 @@ class Block(nn.Module):
         return x + self.fc2(torch.tanh(self.fc1(x)))
 
 
+class Attention(nn.Module):
+    """Causal multi-head self-attention; the number of heads follows from the width of
+    ``q`` (``dim / head_dim``): a rank holding some heads' columns runs only those."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.head_dim = dim // heads
+        self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        self.o = nn.Linear(dim, dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        B, S, _ = h.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (B, S, H d) -> (B, H, S, d)
+            return t.view(B, S, -1, self.head_dim).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(split(self.q(h)), split(self.k(h)),
+                                           split(self.v(h)), is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(B, S, -1))
+
+
+class MLP(nn.Module):
+    """``fc2(gelu(fc1(h)))``, the feed-forward half of a transformer block."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(h)))
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm transformer block: ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.mlp = MLP(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
 class Net(nn.Module):
-    """``n_blocks`` blocks in a row; parameters named ``blocks.I.fc1.weight`` etc."""
+    """``n_blocks`` blocks in a row (MLP blocks, or transformer blocks if ``cfg.seq``);
+    parameters are named ``blocks.I.fc1.weight``, ``blocks.I.attn.q.weight``, ..."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.hidden)
-                                    for _ in range(cfg.n_blocks))
+        make = (lambda: TransformerBlock(cfg.dim, cfg.hidden, cfg.heads)) if cfg.seq \
+            else (lambda: Block(cfg.dim, cfg.hidden))
+        self.blocks = nn.ModuleList(make() for _ in range(cfg.n_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -79,8 +133,12 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> Net:
 
 def make_optimizer(params: Iterable[torch.Tensor],
                    cfg: ModelConfig) -> torch.optim.Optimizer:
-    """SGD with momentum, the optimiser of every run (a state tensor per parameter)."""
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    """SGD with momentum, the optimiser of every run (a state tensor per parameter).
+
+    One parameter at a time (``foreach=False``): under tensor parallelism a model mixes
+    DTensor parameters and plain ones (the layer norms), which the multi-tensor path
+    refuses."""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, foreach=False)
 
 
 def _teacher(cfg: ModelConfig) -> torch.Tensor:
@@ -93,7 +151,8 @@ def batch(cfg: ModelConfig, step: int, global_batch: int,
           device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets of step ``step`` (``rows`` of them, default all)."""
     g = torch.Generator().manual_seed(cfg.seed * 7_919 + 104_729 * (step + 1))
-    x = torch.randn(global_batch, cfg.dim, generator=g)
+    shape = (global_batch, cfg.seq, cfg.dim) if cfg.seq else (global_batch, cfg.dim)
+    x = torch.randn(*shape, generator=g)
     y = torch.sin(x @ _teacher(cfg))
     if rows is not None:
         x, y = x[rows], y[rows]

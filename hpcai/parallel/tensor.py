@@ -25,6 +25,12 @@ needs no gradient), so buffer bytes ``(2 L - 1) B dim`` elements for ``L`` block
   ``dist.all_reduce``.
 * :func:`dtensor` asks ``parallelize_module`` with ``ColwiseParallel`` and
   ``RowwiseParallel`` for the same plan; the weights become ``Shard`` DTensors.
+* :func:`dtensor_attention` does the same for transformer blocks: attention heads split
+  across ranks (``q``, ``k``, ``v`` column-wise, ``o`` row-wise: Megatron's attention),
+  two all-reduces forward and two backward per block, and optionally sequence
+  parallelism (Korthikanti et al. 2022), which shards the layer norms and the residual
+  stream along the sequence and replaces each all-reduce by a reduce-scatter and an
+  all-gather.
 """
 
 from __future__ import annotations
@@ -165,3 +171,97 @@ def dtensor(world: hd.World, cfg: ModelConfig, global_batch: int) -> Strategy:
     return Strategy("tp", step, param_diff, (net, opt),
                     predicted_comm_bytes=_predicted(cfg, global_batch)
                     * (world.size > 1))
+
+
+def _attention_plan(sequence_parallel: bool) -> dict[str, Any]:
+    """Megatron's plan for a transformer block, optionally with sequence parallelism."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+    )
+
+    # Each half (attention, MLP) takes its input as one replicated DTensor, so that the
+    # backward pass all-reduces its input gradient once, not once per q, k and v.
+    outside = Shard(1) if sequence_parallel else Replicate()
+    plan: dict[str, Any] = {}
+    for half, cols, row in (("attn", ("q", "k", "v"), "o"), ("mlp", ("fc1",), "fc2")):
+        plan[half] = PrepareModuleInput(input_layouts=(outside,),
+                                        desired_input_layouts=(Replicate(),),
+                                        use_local_output=False)
+        plan.update({f"{half}.{c}": ColwiseParallel() for c in cols})
+        plan[f"{half}.{row}"] = RowwiseParallel(output_layouts=outside)
+    if sequence_parallel:  # norms (and residual adds) on the local sequence shard
+        plan.update({"norm1": SequenceParallel(), "norm2": SequenceParallel()})
+    return plan
+
+
+def dtensor_attention(world: hd.World, cfg: ModelConfig, global_batch: int,
+                      sequence_parallel: bool = False) -> Strategy:
+    """Transformer blocks (``cfg.seq > 0``) under DTensor tensor parallelism: heads
+    split across ranks (q, k, v column-wise, o row-wise), the MLP as
+    :func:`dtensor` splits it.
+
+    With ``sequence_parallel`` (Korthikanti et al. 2022) the layer norms and residual
+    stream hold only this rank's ``seq / n`` positions: each all-reduce becomes a
+    reduce-scatter (leaving a half) and an all-gather (entering the next), the same
+    wire bytes, and the activations outside the halves are no longer replicated; the
+    norms' weights are replicated DTensors whose gradients are all-reduced.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    if not cfg.seq:
+        raise ValueError("dtensor_attention needs a transformer config (cfg.seq > 0)")
+    if cfg.heads % world.size or cfg.seq % world.size:
+        raise ValueError(f"{cfg.heads} heads and {cfg.seq} positions must split "
+                         f"over {world.size} ranks")
+    mesh = init_device_mesh(world.device.type, (world.size,))
+    net = build_model(cfg, world.device)
+    for block in net.blocks:
+        parallelize_module(block, mesh, _attention_plan(sequence_parallel))
+    opt = make_optimizer(net.parameters(), cfg)
+    n = world.size
+    part = cfg.seq // n
+    positions = slice(world.rank * part, (world.rank + 1) * part)
+
+    def step(i: int) -> float:
+        x, y = batch(cfg, i, global_batch, device=world.device)
+        if sequence_parallel:  # this rank's positions of every sequence
+            x, y = x[:, positions].contiguous(), y[:, positions]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        # with sequence parallelism each rank has the mean over its own positions, and
+        # the mean over all positions is the mean of the ranks' means
+        share = loss / n if sequence_parallel else loss
+        share.backward()
+        opt.step()
+        if sequence_parallel:
+            return share.detach().item()
+        return loss.detach().item() if world.is_root else 0.0  # counted once
+
+    def param_diff(ref: dict[str, torch.Tensor]) -> float:
+        return max(max_abs_diff(_full(p), ref[name])
+                   for name, p in net.named_parameters())
+
+    # per block and step: 2 all-reduces forward (attention out, MLP out), 2 backward
+    # (their input gradients); sequence parallel turns each into a reduce-scatter and an
+    # all-gather of the same full size (twice the buffer bytes, the same wire bytes) and
+    # all-reduces the gradients of the norms (weight and bias of two, per block)
+    act = global_batch * cfg.seq * cfg.dim * 4
+    predicted = 4 * cfg.n_blocks * act
+    if sequence_parallel:
+        predicted = 2 * predicted + cfg.n_blocks * 4 * cfg.dim * 4
+    predicted *= n > 1
+    return Strategy("tp_sp" if sequence_parallel else "tp_attn", step, param_diff,
+                    (net, opt), predicted_comm_bytes=predicted,
+                    extra={"seq": cfg.seq, "heads": cfg.heads})
+
+
+def _full(p: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a DTensor parameter (a collective), or ``p`` itself."""
+    from torch.distributed.tensor import DTensor
+
+    return p.full_tensor() if isinstance(p, DTensor) else p

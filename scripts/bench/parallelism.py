@@ -11,8 +11,11 @@ degenerates to the one-process run, which checks the plumbing and nothing else.)
 
 Each strategy of :mod:`hpcai.parallel` (``dp_naive``, ``ddp``, ``fsdp`` = ZeRO-3,
 ``zero2``, ``tp_naive``, ``tp`` = DTensor, ``pp_naive``, ``pp`` = pipelining's GPipe,
-``pp_1f1b``) trains the same seeded model on the same synthetic batches for ``k_steps``
-steps. One row per strategy holds:
+``pp_1f1b``) trains the same seeded MLP blocks on the same synthetic batches for
+``k_steps`` steps; ``tp_attn`` (attention heads split) and ``tp_sp`` (with sequence
+parallelism) train transformer blocks (``attn_blocks`` of them, ``attn_batch`` sequences
+of ``seq`` positions), checked against their own one-process run. One row per strategy
+holds:
 
 * ``max_loss_diff`` and ``max_param_diff``: the largest differences from the one-process
   run on the global batch (per-step losses; parameters after the last step);
@@ -44,7 +47,7 @@ import torch
 
 from hpcai import dist as hd
 from hpcai.cli import bench_main
-from hpcai.parallel import STRATEGIES, build, drive, reference_run
+from hpcai.parallel import STRATEGIES, TRANSFORMER, build, drive, reference_run
 from hpcai.parallel.model import ModelConfig, build_model, param_bytes
 from hpcai.parallel.pipeline import bubble_study
 
@@ -52,15 +55,18 @@ SIZES = {
     "smoke": {"strategies": "all", "dim": 64, "hidden": 256, "n_blocks": 4,
               "global_batch": 32, "microbatches": 4, "k_steps": 5,
               "bubble_microbatches": [1, 4], "bubble_steps": 2, "bubble_batch": 32,
+              "seq": 8, "heads": 4, "attn_blocks": 2, "attn_batch": 8,
               "hang_timeout_s": 120, "backend": "gloo"},
     "cpu": {"strategies": "all", "dim": 256, "hidden": 1024, "n_blocks": 8,
             "global_batch": 64, "microbatches": 8, "k_steps": 8,
             "bubble_microbatches": [1, 2, 4, 8, 16], "bubble_steps": 5,
-            "bubble_batch": 512, "hang_timeout_s": 300, "backend": "gloo"},
+            "bubble_batch": 512, "seq": 32, "heads": 8, "attn_blocks": 4,
+            "attn_batch": 16, "hang_timeout_s": 300, "backend": "gloo"},
     "gpu": {"strategies": "all", "dim": 1024, "hidden": 4096, "n_blocks": 8,
             "global_batch": 256, "microbatches": 8, "k_steps": 10,
             "bubble_microbatches": [1, 2, 4, 8, 16], "bubble_steps": 5,
-            "bubble_batch": 4096, "hang_timeout_s": 300, "backend": "auto"},
+            "bubble_batch": 4096, "seq": 256, "heads": 16, "attn_blocks": 4,
+            "attn_batch": 16, "hang_timeout_s": 300, "backend": "auto"},
 }
 
 
@@ -76,9 +82,19 @@ def parse_strategies(text: str) -> list[str]:
     return names
 
 
+def configs(S: Any) -> tuple[ModelConfig, ModelConfig]:
+    """The MLP blocks of most strategies and the transformer blocks of ``tp_attn`` and
+    ``tp_sp`` (same width; ``seq`` positions, ``heads`` heads)."""
+    cfg = ModelConfig(dim=int(S.dim), hidden=int(S.hidden), n_blocks=int(S.n_blocks))
+    attn = ModelConfig(dim=int(S.dim), hidden=int(S.hidden),
+                       n_blocks=int(S.attn_blocks), seq=int(S.seq), heads=int(S.heads))
+    return cfg, attn
+
+
 def check_settings(S: Any) -> None:
     """Shapes that cannot split, refused before any work (for 2 ranks at least)."""
     parse_strategies(str(S.strategies))
+    configs(S)  # dim must split into heads
     if int(S.k_steps) < 3:
         raise ValueError(f"--k-steps must be at least 3, got {S.k_steps}")
     if int(S.global_batch) % int(S.microbatches):
@@ -93,7 +109,8 @@ def check_settings(S: Any) -> None:
 def _check_world(S: Any, n: int) -> None:
     """What must split over ``n`` ranks: batch (DP), hidden (TP), blocks (PP)."""
     for what, value in (("--global-batch", S.global_batch), ("--hidden", S.hidden),
-                        ("--n-blocks", S.n_blocks)):
+                        ("--n-blocks", S.n_blocks), ("--seq", S.seq),
+                        ("--heads", S.heads)):
         if int(value) % n:
             raise ValueError(f"{what} {value} is not divisible by the {n} ranks")
 
@@ -109,13 +126,21 @@ def run(S: Any) -> dict[str, Any] | None:
             print(f"error: {err}", file=sys.stderr)
         hd.teardown()
         raise SystemExit(2) from None
-    cfg = ModelConfig(dim=int(S.dim), hidden=int(S.hidden), n_blocks=int(S.n_blocks))
+    cfg, attn = configs(S)
     B, k, m = int(S.global_batch), int(S.k_steps), int(S.microbatches)
     ref = reference_run(k, B, cfg, world.device)
+    ref_attn = None
     rows = []
     for name in names:
-        row = drive(build(name, world, cfg, B, m), world, k, ref)
+        if name in TRANSFORMER:
+            ref_attn = ref_attn or reference_run(k, int(S.attn_batch), attn,
+                                                 world.device)
+            row = drive(build(name, world, attn, int(S.attn_batch), m), world, k,
+                        ref_attn)
+        else:
+            row = drive(build(name, world, cfg, B, m), world, k, ref)
         row.pop("busy_s", None)
+        row["model"] = "transformer" if name in TRANSFORMER else "mlp"
         rows.append(row)
     bubble = bubble_study(world, cfg, int(S.bubble_batch),
                           [int(x) for x in S.bubble_microbatches], int(S.bubble_steps))
@@ -129,6 +154,7 @@ def run(S: Any) -> dict[str, Any] | None:
     return {"rows": rows, "strategies": names, "bubble": bubble,
             "reference_losses": ref.losses, "params": n_params,
             "param_bytes": param_bytes(full), "dtype": str(torch.float32),
+            "attn_param_bytes": param_bytes(build_model(attn)),
             "world": world.size, "ranks": world.size, "backend": world.backend,
             "device": str(world.device), "placement": placement,
             "max_loss_diff": max(r["max_loss_diff"] for r in rows),

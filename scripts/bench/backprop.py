@@ -54,13 +54,20 @@ def layer_sizes(hidden: list[int]) -> list[int]:
     return [N_IN, *(int(h) for h in hidden), N_CLASSES]
 
 
-def digits_batch(batch: int, seed: int) -> tuple[Any, Any]:
-    """``batch`` real digits (pixels scaled to [0, 1], float64) and their labels."""
-    from sklearn.datasets import load_digits
+def digits_batch(batch: int, seed: int) -> tuple[Any, Any, str]:
+    """``batch`` real digits (pixels scaled to [0, 1], float64), their labels, and "digits".
 
+    Where scikit-learn is not installed (a GPU machine's own Python), random pixels and
+    labels of the same shapes stand in, and the third value says so."""
+    rng = np.random.default_rng(seed)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        return (rng.integers(0, 17, (batch, N_IN)) / 16.0, rng.integers(0, N_CLASSES, batch),
+                "synthetic (no scikit-learn)")
     digits = load_digits()
-    order = np.random.default_rng(seed).permutation(len(digits.target))[:batch]
-    return digits.data[order] / 16.0, digits.target[order]
+    order = rng.permutation(len(digits.target))[:batch]
+    return digits.data[order] / 16.0, digits.target[order], "digits"
 
 
 def gradient_error(sizes: list[int], X: Any, y: Any, activation: str, seed: int,
@@ -174,20 +181,23 @@ def run(S: Any) -> dict[str, Any]:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("profile gpu needs CUDA; torch.cuda.is_available() is False")
     sizes = layer_sizes(S.hidden)
-    X, y = digits_batch(int(S.batch), int(S.seed))
+    X, y, data = digits_batch(int(S.batch), int(S.seed))
     grad = gradient_error(sizes, X, y, S.activation, int(S.seed), device)
     counted = counted_flops(sizes, int(S.batch), S.activation, device)
     formula = formula_flops(sizes, int(S.batch))
     rows = timed_rows(sizes, [int(b) for b in S.batches], int(S.repeats), S.activation,
                       device, int(S.seed), int(S.numpy_max_batch))
-    extra = {"gpu": torch.cuda.get_device_name(0)} if device == "cuda" else {}
+    extra = {}
+    if device == "cuda":
+        extra = {"gpu": torch.cuda.get_device_name(0),
+                 "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
     print(f"# MLP {sizes}, batch {S.batch}, {S.activation}, autograd on {device}: "
           f"max_rel_err {grad['max_rel_err']:.1e}; FlopCounterMode "
           f"{counted['flops_counted']:,} vs formula {formula['flops_formula']:,}")
     for r in rows:
         print(f"#  {r['impl']:>5} {r['device']:>4} B={r['batch']:>6}: "
               f"{r['median_s'] * 1e6:10.1f} us  {r['GFLOPs']:8.2f} GFLOP/s", flush=True)
-    return {"device": device, "sizes": sizes, "batch": int(S.batch),
+    return {"device": device, "sizes": sizes, "batch": int(S.batch), "data": data,
             "activation": S.activation, "dtype_check": "float64",
             "dtype_timing": "float32", "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), **grad, **counted, **formula,

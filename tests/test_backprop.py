@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from hpcai.launch import run_script, sbatch
+from hpcai.launch import load_script, run_script, sbatch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "scripts/bench/backprop.py"
@@ -55,6 +56,16 @@ def test_tanh_and_other_shapes():
                            "--batches", "3", "--repeats", "1"])
     check_result(res)
     assert res["sizes"] == [64, 20, 30, 40, 10] and len(res["layers"]) == 4
+
+
+def test_without_scikit_learn_synthetic_data_of_the_same_shapes(monkeypatch):
+    bp = load_script("backprop")
+    X, y, data = bp.digits_batch(5, 0)
+    assert data == "digits" and X.shape == (5, 64)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)   # import fails
+    X, y, data = bp.digits_batch(5, 0)
+    assert data.startswith("synthetic") and X.shape == (5, 64) and y.shape == (5,)
+    assert 0 <= X.min() and X.max() <= 1 and 0 <= y.min() and y.max() < 10
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is None,

@@ -24,7 +24,12 @@ PHASES = ("forward", "backward", "optimizer")
 
 def trace_events(path: str | Path) -> list[dict[str, Any]]:
     """Complete events (``ph == "X"``) of a Chrome trace, with their nesting depth on
-    their thread (0: outermost) and the phase (forward, backward, optimizer) around them."""
+    their thread (0: outermost) and the phase (forward, backward, optimizer) around them.
+
+    ``level`` is the depth below the phase's label (0: the label itself; ``None``: outside
+    every phase). An event on another thread than the labels (on a GPU, autograd runs the
+    backward pass on a thread of its own) takes the phase whose label spans its start, at
+    level ``depth + 1``."""
     data = json.loads(Path(path).read_text())
     raw = data["traceEvents"] if isinstance(data, dict) else data
     events = [e for e in raw if e.get("ph") == "X" and "dur" in e
@@ -38,13 +43,23 @@ def trace_events(path: str | Path) -> list[dict[str, Any]]:
             stack, tid = [], e["tid"]
         while stack and e["ts"] >= stack[-1]["end"]:
             stack.pop()
-        phase = next((s["name"] for s in reversed(stack) if s["name"] in PHASES), None)
+        label = next((s for s in reversed(stack) if s["name"] in PHASES), None)
         row = {"name": e["name"], "cat": e["cat"], "tid": str(e["tid"]),
                "ts": e["ts"], "dur": e["dur"], "depth": len(stack),
-               "phase": e["name"] if e["name"] in PHASES else phase,
+               "phase": label["name"] if label else None,
+               "level": len(stack) - label["depth"] if label else None,
                "end": e["ts"] + e["dur"]}
+        if e["name"] in PHASES:
+            row["phase"], row["level"] = e["name"], 0
         stack.append(row)
         out.append(row)
+    labels = [r for r in out if r["name"] in PHASES]
+    for r in out:
+        if r["phase"] is None:
+            span = next((lb for lb in labels if lb["tid"] != r["tid"]
+                         and lb["ts"] <= r["ts"] < lb["end"]), None)
+            if span is not None:
+                r["phase"], r["level"] = span["name"], r["depth"] + 1
     t0 = min((e["ts"] for e in out), default=0.0)
     for e in out:
         e["ts"] -= t0
@@ -93,8 +108,8 @@ def draw_timeline(ax: Any, events: list[dict[str, Any]], *, max_depth: int = 3,
                   label_us: float | None = None) -> None:
     """Operators on a time axis (ms), one row per phase of the step.
 
-    Each phase's row shows its operators at call depth ``depth`` (the label's children
-    are depth+1) as bars, deeper calls as thinner, paler bars inside them; ``ProfilerStep``
+    Each phase's row shows the operators its label called (``level`` 1) as bars, deeper
+    calls (up to ``max_depth``) as thinner, paler bars inside them; ``ProfilerStep``
     markers form the top row. Operators of the first step longer than ``label_us`` are
     named above their bar.
     """
@@ -111,12 +126,8 @@ def draw_timeline(ax: Any, events: list[dict[str, Any]], *, max_depth: int = 3,
     ax.broken_barh(steps, (-0.4, 0.8), facecolors=PALETTE["light"],
                    edgecolors=PALETTE["model"], linewidth=0.6)
     for row, phase in enumerate(PHASES, start=1):
-        mine = [e for e in events if e["phase"] == phase]
-        base = min((e["depth"] for e in mine if e["name"] == phase), default=None)
-        if base is None:
-            continue
-        for e in mine:
-            level = e["depth"] - base
+        for e in (e for e in events if e["phase"] == phase):
+            level = e["level"]
             if level == 0 or level > max_depth:
                 continue
             height = 0.8 * (0.75 ** (level - 1))

@@ -35,6 +35,7 @@ SYNTHETIC = [
     _x("backward", 1050.0, 30.0, "user_annotation"),
     _x("aten::mm", 1051.0, 9.0),
     _x("aten::mm", 1061.0, 11.0),
+    _x("aten::mm", 1065.0, 3.0, tid=2),                   # autograd's own thread
     _x("optimizer", 1085.0, 10.0, "user_annotation"),
     _x("aten::add_", 1086.0, 4.0),
     {"ph": "M", "name": "thread_name", "tid": 1},
@@ -44,7 +45,7 @@ SYNTHETIC = [
 
 def test_trace_events_depth_phase_and_self_times(tmp_path):
     ev = trace.trace_events(_trace(tmp_path, SYNTHETIC))
-    assert len(ev) == 10                                  # kernels and metadata dropped
+    assert len(ev) == 11                                  # kernels and metadata dropped
     by = {(e["name"], e["ts"]): e for e in ev}
     assert by["ProfilerStep#2", 0.0]["depth"] == 0
     assert by["forward", 1.0]["depth"] == 1 and by["forward", 1.0]["phase"] == "forward"
@@ -52,13 +53,18 @@ def test_trace_events_depth_phase_and_self_times(tmp_path):
     assert by["aten::addmm", 3.0]["phase"] == "forward"
     assert by["aten::mm", 61.0]["phase"] == "backward"
     assert by["aten::add_", 86.0]["phase"] == "optimizer"
+    assert [by[k]["level"] for k in (("ProfilerStep#2", 0.0), ("forward", 1.0),
+                                     ("aten::linear", 2.0), ("aten::addmm", 3.0))] \
+        == [None, 0, 1, 2]
+    other = next(e for e in ev if e["tid"] == "2")
+    assert other["phase"] == "backward" and other["depth"] == 0 and other["level"] == 1
     rows = {r["name"]: r for r in trace.self_times(ev)}
     assert set(rows) == {"aten::linear", "aten::addmm", "aten::relu", "aten::mm",
                          "aten::add_"}                    # operators only, not labels
     assert rows["aten::linear"]["self_us"] == 5.0         # 20 less the addmm inside
     assert rows["aten::linear"]["total_us"] == 20.0
-    assert rows["aten::mm"] == {"name": "aten::mm", "calls": 2, "self_us": 20.0,
-                                "total_us": 20.0}
+    assert rows["aten::mm"] == {"name": "aten::mm", "calls": 3, "self_us": 23.0,
+                                "total_us": 23.0}
     assert trace.self_times(ev)[0]["name"] == "aten::mm"  # largest self time first
     assert trace.phase_spans(ev) == {"forward": [40.0], "backward": [30.0],
                                      "optimizer": [10.0]}
@@ -71,7 +77,7 @@ def test_draw_timeline_has_a_row_per_phase(tmp_path):
     fig, ax = plt.subplots()
     trace.draw_timeline(ax, ev, label_us=10.0)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["step", *trace.PHASES]
-    assert len(ax.collections) == 1 + 6                   # the steps, then each operator
+    assert len(ax.collections) == 1 + 7                   # the steps, then each operator
     assert any(t.get_text() == "linear" for t in ax.texts)
     plt.close(fig)
 

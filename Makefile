@@ -18,7 +18,7 @@ help:
 	@echo "make notebooks   papermill batch run into _build/executed/<PROFILE>/ (PROFILE=smoke|cpu|gpu|cluster)"
 	@echo "make classroom   executed notebooks + nbval sanitize file in _build/classroom/"
 	@echo "make lint        ruff"
-	@echo "make gpu-check   run every GPU path of the book on this machine's CUDA GPU (<= 9 min; PYTHON=...)"
+	@echo "make gpu-check   run every GPU path of the book on this machine's CUDA GPU (<= 10 min; PYTHON=...)"
 	@echo "make clean       remove build outputs and generated figures (keeps .venv)"
 
 setup: $(STAMP)

@@ -244,3 +244,25 @@ def torch_accuracy(model: Any, X: Any, y: Any) -> float:
 
     with torch.no_grad():
         return float((model(X).argmax(dim=1) == y).float().mean())
+
+
+def digits_data(seed: int = 0) -> tuple[Array, NDArray[np.integer[Any]], str]:
+    """The 1,797 digits of scikit-learn, pixels scaled to [0, 1] (float64), their labels,
+    and ``"digits"``.
+
+    Where scikit-learn is not installed (a GPU machine's own Python, which ``make gpu-check``
+    uses), a learnable stand-in of the same shapes is generated instead: one random 8 x 8
+    prototype per class, plus noise, on the same 17 grey levels; the third value then says
+    ``"synthetic (no scikit-learn)"``. Accuracies on it are not the digits' accuracies.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        rng = np.random.default_rng(seed)
+        n, classes = 1797, 10
+        prototypes = rng.uniform(0.0, 1.0, (classes, 64))
+        y = rng.integers(0, classes, n)
+        X = np.clip(prototypes[y] + rng.normal(0.0, 0.35, (n, 64)), 0.0, 1.0)
+        return np.round(X * 16.0) / 16.0, y, "synthetic (no scikit-learn)"
+    digits = load_digits()
+    return digits.data / 16.0, digits.target, "digits"

@@ -208,6 +208,30 @@ def test_key_results_refuse_runs_that_missed_the_gpu():
     assert gc.key_result("gemm", gemm) == "peak float32 50,000, bfloat16 700,000 GFLOP/s"
 
 
+@pytest.mark.parametrize("name", ["backprop", "conv", "dispatch", "train_digits",
+                                  "parallelism"])
+def test_part_three_four_results_must_come_from_the_gpu(name):
+    with pytest.raises(ValueError, match="not on the GPU"):
+        gc.key_result(name, {"device": "cpu", "rows": []})
+
+
+def test_part_three_four_results_check_correctness():
+    bp = {"device": "cuda", "max_rel_err": 1e-15, "flops_counted": 10, "flops_formula": 10,
+          "rows": [{"device": "cuda", "GFLOPs": 900.0}]}
+    assert "FLOPs = formula" in gc.key_result("backprop", bp)
+    with pytest.raises(ValueError, match="FLOPs"):
+        gc.key_result("backprop", {**bp, "flops_counted": 12})
+    conv = {"device": "cuda", "max_abs_err": 1e-6, "max_abs_err_cuda": 1e-3,
+            "rows": [{"impl": i, "device": "cuda", "GFLOPs": 1e4} for i in ("torch", "im2col")]}
+    assert "torch/cuda 10,000" in gc.key_result("conv", conv)
+    with pytest.raises(ValueError, match="errors"):
+        gc.key_result("conv", {**conv, "max_abs_err_cuda": 0.5})
+    par = {"device": "cuda:0", "world": 1, "backend": "nccl",
+           "rows": [{"max_loss_diff": 2e-7}, {"max_loss_diff": 3e-5}]}
+    with pytest.raises(ValueError, match="differs"):
+        gc.key_result("parallelism", par)
+
+
 SIMULATED = r"""
 import json, sys
 import numpy as np

@@ -57,17 +57,11 @@ def layer_sizes(hidden: list[int]) -> list[int]:
 def digits_batch(batch: int, seed: int) -> tuple[Any, Any, str]:
     """``batch`` real digits (pixels scaled to [0, 1], float64), their labels, and "digits".
 
-    Where scikit-learn is not installed (a GPU machine's own Python), random pixels and
-    labels of the same shapes stand in, and the third value says so."""
-    rng = np.random.default_rng(seed)
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        return (rng.integers(0, 17, (batch, N_IN)) / 16.0, rng.integers(0, N_CLASSES, batch),
-                "synthetic (no scikit-learn)")
-    digits = load_digits()
-    order = rng.permutation(len(digits.target))[:batch]
-    return digits.data[order] / 16.0, digits.target[order], "digits"
+    Where scikit-learn is not installed (a GPU machine's own Python), the stand-in of
+    :func:`hpcai.nn.digits_data` is used, and the third value says so."""
+    X, y, source = nn.digits_data(seed)
+    order = np.random.default_rng(seed).permutation(len(y))[:batch]
+    return X[order], y[order], source
 
 
 def gradient_error(sizes: list[int], X: Any, y: Any, activation: str, seed: int,

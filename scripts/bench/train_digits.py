@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from hpcai import nn
 from hpcai.cli import bench_main
@@ -48,15 +47,18 @@ def check(S: Any) -> None:
 
 
 # ------------------------------------------------------------------ data and model
-def load(device: str) -> tuple[torch.Tensor, ...]:
-    """Digits scaled to [0, 1], float32, split 80/20 with a fixed permutation."""
-    digits = load_digits()
-    X = (digits.data / 16.0).astype(np.float32)
+def load(device: str) -> tuple[Any, ...]:
+    """Digits scaled to [0, 1], float32, split 80/20 with a fixed permutation.
+
+    Without scikit-learn, :func:`hpcai.nn.digits_data` generates a stand-in of the same
+    shapes; the fifth value (the result's ``data`` key) says which was used."""
+    X, y, source = nn.digits_data()
+    X = X.astype(np.float32)
     order = np.random.default_rng(0).permutation(len(X))
     n_test = len(X) // 5
     te, tr = order[:n_test], order[n_test:]
-    return tuple(torch.tensor(a, device=device)
-                 for a in (X[tr], digits.target[tr], X[te], digits.target[te]))
+    tensors = (torch.tensor(a, device=device) for a in (X[tr], y[tr], X[te], y[te]))
+    return (*tensors, source)
 
 
 def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
@@ -90,7 +92,7 @@ def run(S: Any) -> dict[str, Any]:
     device = "cuda" if S.profile == "gpu" and torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(S.seed)
-    X_tr, y_tr, X_te, y_te = load(device)
+    X_tr, y_tr, X_te, y_te, source = load(device)
     sizes = [X_tr.shape[1], S.hidden, 10]
     model = nn.torch_mlp(sizes, params=nn.init_mlp(sizes, S.seed, np.float32)).to(device)
     opt = make_optimizer(S.optimizer, model.parameters(), S.lr)
@@ -130,7 +132,7 @@ def run(S: Any) -> dict[str, Any]:
     timed = history[1:] or history            # the first epoch warms up (allocations, caches)
     rates = [r["samples_per_s"] for r in timed]
     q = statistics.quantiles(rates, n=4, method="inclusive") if len(rates) > 1 else rates * 2
-    out = {"device": device, "sizes": sizes, "n_train": n, "n_test": len(X_te),
+    out = {"device": device, "data": source, "sizes": sizes, "n_train": n, "n_test": len(X_te),
            "samples_per_s": statistics.median(rates), "samples_per_s_iqr": q[-1] - q[0],
            "statistic": "median over the epochs after the first",
            "test_acc": history[-1]["test_acc"], "train_loss": history[-1]["loss"],

@@ -7,13 +7,21 @@ launch of ``scripts/bench/ddp.py`` at the smoke profile. No timing is asserted.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
 
 from hpcai import dist as hd
 from hpcai.launch import torchrun
-from hpcai.parallel.ddp_hand import BucketedDDP, MiB, assign_buckets, naive_sync
+from hpcai.parallel.ddp_hand import (
+    BucketedDDP,
+    MiB,
+    assign_buckets,
+    naive_sync,
+    overlap_fraction,
+)
 from hpcai.parallel.model import ModelConfig, batch, build_model, loss_fn
 
 TOL = 1e-5  # the bar, fp32
@@ -67,6 +75,21 @@ def test_reversed_sizes_are_the_model_s():
     assert reversed_sizes(cfg) == [p.numel() * p.element_size() for p in params]
 
 
+def test_overlap_fraction():
+    def ev(name, ts, end):
+        return {"name": name, "ts": ts, "end": end}
+
+    step = [ev("backward", 0, 100), ev("grad_sync", 80, 100)]
+    assert overlap_fraction(step) is None  # no all-reduce at all
+    early = ev("gloo:all_reduce", 40, 90)  # 40 of its 50 before the wait
+    late = ev("gloo:all_reduce", 85, 95)  # issued by the wait: none
+    assert overlap_fraction([*step, early]) == pytest.approx(0.8)
+    assert overlap_fraction([*step, late]) == 0.0
+    assert overlap_fraction([*step, early, late]) == pytest.approx(40 / 60)
+    no_sync = [ev("backward", 0, 100), ev("gloo:all_reduce", 90, 110)]
+    assert overlap_fraction(no_sync) == pytest.approx(0.5)  # cut at the end
+
+
 # ---------------------------------------------------------------------- a world of one
 
 
@@ -113,8 +136,10 @@ def test_a_parameter_without_gradient_is_an_error(world_of_one):
 
 
 @pytest.fixture(scope="module")
-def two_ranks():
-    return torchrun("scripts/bench/ddp.py", 2, profile="smoke", timeout=300)
+def two_ranks(tmp_path_factory):
+    traces = tmp_path_factory.mktemp("ddp-traces")
+    return torchrun("scripts/bench/ddp.py", 2, profile="smoke", timeout=300,
+                    args=["--trace", str(traces)])
 
 
 def test_every_impl_matches_one_process(two_ranks):
@@ -149,3 +174,13 @@ def test_allreduce_counts(two_ranks):
     assert rows["torch"]["n_allreduce_per_step"] >= 1
     for entry in two_ranks["sweep"]:
         assert entry["n_buckets"] == n_buckets(sizes, int(entry["bucket_mb"] * MiB))
+
+
+def test_traces_of_both_ranks(two_ranks):
+    traces = sorted(two_ranks["traces"], key=lambda t: t["rank"])
+    assert [t["rank"] for t in traces] == [0, 1]
+    for t in traces:
+        assert len(t["paths"]) == 3
+        assert all(Path(p).stat().st_size > 0 for p in t["paths"])
+        assert t["overlap"]["naive"] == 0.0  # every all-reduce waits for backward
+        assert 0.0 <= t["overlap"]["bucketed"] <= 1.0

@@ -36,7 +36,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["BucketedDDP", "assign_buckets", "broadcast_params", "naive_sync"]
+__all__ = ["BucketedDDP", "assign_buckets", "broadcast_params", "naive_sync",
+           "overlap_fraction"]
 
 MiB = 2 ** 20
 
@@ -161,3 +162,28 @@ class BucketedDDP:
     def bucket_bytes(self) -> list[int]:
         """Bytes of each bucket, in launch order."""
         return [b.flat.numel() * b.flat.element_size() for b in self.buckets]
+
+
+def overlap_fraction(events: Sequence[dict[str, Any]],
+                     comm: str = "gloo:all_reduce") -> float | None:
+    """Share of the all-reduce time that ran while the backward pass still computed.
+
+    ``events`` are the rows of :func:`hpcai.trace.trace_events` of one rank's trace
+    (``name``, ``ts``, ``end``); each step has a ``backward`` label with a
+    ``grad_sync`` label inside it (the wait of the hand-written impls). Of every
+    ``comm`` event (gloo runs it on a worker thread of its own), the part before the
+    ``grad_sync`` of the ``backward`` it starts in (or before that backward's end) is
+    overlapped. ``None`` when there is no ``comm`` event (an NCCL trace holds the
+    collectives as GPU kernels instead)."""
+    backs = [e for e in events if e["name"] == "backward"]
+    syncs = [e for e in events if e["name"] == "grad_sync"]
+    total = overlapped = 0.0
+    for e in (e for e in events if e["name"] == comm):
+        total += e["end"] - e["ts"]
+        back = next((b for b in backs if b["ts"] <= e["ts"] < b["end"]), None)
+        if back is None:
+            continue
+        cut = min((g["ts"] for g in syncs if back["ts"] <= g["ts"] < back["end"]),
+                  default=back["end"])
+        overlapped += max(0.0, min(e["end"], cut) - e["ts"])
+    return overlapped / total if total > 0 else None

@@ -29,9 +29,17 @@ The three take their steps in turns (step ``i`` of each, in an order that rotate
   last step issued (:class:`hpcai.parallel.tracking.CommCounter`).
 
 ``ratio_bucketed_over_torch`` is the bucketed median over the library's, same run.
-``sweep`` repeats ``torch`` against ``bucketed`` for each cap of ``sweep_mb``. In every
-step the gradient synchronisation is inside the ``backward`` label of
-``torch.profiler`` (where DDP's own wait is), between ``forward`` and ``optimizer``.
+``sweep`` repeats ``torch`` against ``bucketed`` for each cap of ``sweep_mb``. With
+``--trace DIR`` each impl runs 4 more steps under ``torch.profiler`` (the last 2
+recorded) and writes ``DIR/ddp_IMPL_rankR.json``. Each step is labelled ``forward``,
+``backward``, ``optimizer`` (:data:`hpcai.trace.PHASES`); the hand-written impls'
+gradient synchronisation is a ``grad_sync`` label inside ``backward`` (the naive
+all-reduces; the bucketed wait), DDP's own wait is inside ``loss.backward()``. gloo's
+all-reduces appear as ``gloo:all_reduce`` on gloo's worker threads. ``traces`` lists,
+per rank, the files and ``overlap``: per impl, the share of the all-reduce time that
+ran before the backward pass ended its computing
+(:func:`hpcai.parallel.ddp_hand.overlap_fraction`; ``None`` without gloo events), for
+``naive`` and ``bucketed`` (DDP waits inside ``loss.backward()``, which hides the cut).
 A watchdog (``faulthandler``) ends a hung run after ``hang_timeout_s``. Only rank 0
 prints.
 """
@@ -54,7 +62,12 @@ from hpcai import dist as hd
 from hpcai.cli import bench_main
 from hpcai.measure import Timing
 from hpcai.parallel.data import replica_diff, shard_rows
-from hpcai.parallel.ddp_hand import BucketedDDP, broadcast_params, naive_sync
+from hpcai.parallel.ddp_hand import (
+    BucketedDDP,
+    broadcast_params,
+    naive_sync,
+    overlap_fraction,
+)
 from hpcai.parallel.model import (
     ModelConfig,
     RunResult,
@@ -113,7 +126,8 @@ def make_impl(name: str, world: hd.World, cfg: ModelConfig, global_batch: int,
             loss = loss_fn(model(x), y)
         with record_function("backward"):
             loss.backward()
-            sync()  # naive: every gradient; bucketed: wait for the buckets
+            with record_function("grad_sync"):
+                sync()  # naive: every gradient; bucketed: wait for the buckets
         with record_function("optimizer"):
             opt.step()
         return loss.detach().item() / world.size
@@ -162,15 +176,21 @@ def race(impls: dict[str, tuple[Step, nn.Module]], world: hd.World, warmup: int,
     return rows
 
 
-def trace(S: Any, world: hd.World, cfg: ModelConfig, outdir: Path) -> list[str]:
-    """Profile 2 steps (after 2 unrecorded) of each impl; one Chrome trace per rank."""
+def trace(S: Any, world: hd.World, cfg: ModelConfig,
+          outdir: Path) -> dict[str, Any]:
+    """Profile 2 steps (after 2 unrecorded) of each impl; one Chrome trace per rank.
+
+    Returns this rank's trace paths and, per impl, the share of its all-reduce time
+    that overlapped the backward pass (:func:`overlap_fraction`)."""
     from torch.profiler import ProfilerActivity, profile, schedule
+
+    from hpcai.trace import trace_events
 
     acts = [ProfilerActivity.CPU]
     if world.device.type == "cuda":
         acts.append(ProfilerActivity.CUDA)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, overlap = [], {}
     for name in IMPLS:
         step, _ = make_impl(name, world, cfg, int(S.global_batch), float(S.bucket_mb))
         with profile(activities=acts, schedule=schedule(wait=1, warmup=1, active=2)
@@ -183,7 +203,9 @@ def trace(S: Any, world: hd.World, cfg: ModelConfig, outdir: Path) -> list[str]:
         path = outdir / f"ddp_{name}_rank{world.rank}.json"
         prof.export_chrome_trace(str(path))
         paths.append(str(path))
-    return paths
+        if name != "torch":  # DDP waits inside loss.backward(): no label to cut at
+            overlap[name] = overlap_fraction(trace_events(path))
+    return {"rank": world.rank, "paths": paths, "overlap": overlap}
 
 
 def check_settings(S: Any) -> None:
@@ -223,7 +245,12 @@ def run(S: Any) -> dict[str, Any] | None:
                           b["step_median_s"] / t["step_median_s"],
                       "max_param_diff": max(b["max_param_diff"],
                                             t["max_param_diff"])})
-    traces = trace(S, world, cfg, Path(str(S.trace))) if str(S.trace) else []
+    traced = trace(S, world, cfg, Path(str(S.trace))) if str(S.trace) else None
+    traces: list[Any] = [None] * world.size
+    if world.size > 1:  # every rank's paths and overlaps, on rank 0
+        dist.all_gather_object(traces, traced)
+    else:
+        traces = [traced]
     buckets = BucketedDDP(build_model(cfg, world.device), mb).bucket_bytes
     placement = hd.placement()
     hd.teardown()
@@ -240,7 +267,8 @@ def run(S: Any) -> dict[str, Any] | None:
             "n_params": len(list(full.parameters())),
             "params": sum(p.numel() for p in full.parameters()),
             "param_bytes": param_bytes(full), "dtype": str(torch.float32),
-            "reference_losses": ref.losses, "traces": traces,
+            "reference_losses": ref.losses,
+            "traces": [t for t in traces if t is not None],
             "world": world.size, "ranks": world.size, "backend": world.backend,
             "device": str(world.device), "placement": placement,
             "max_param_diff": max(r["max_param_diff"] for r in rows)}

@@ -4,7 +4,7 @@ Run under torchrun, one process per rank (gloo on CPU, NCCL on GPUs):
 
     torchrun --standalone --nproc-per-node 2 scripts/bench/ddp.py --profile cpu --json
     ... --bucket-mb 4 --sweep-mb 1,4,25       # bucket cap of the rows; the sweep
-    ... --trace /tmp/ddp-traces               # torch.profiler traces, one per impl, rank
+    ... --trace /tmp/ddp-traces     # torch.profiler traces, one per impl and rank
 
 (As a plain ``python`` program it runs in a world of one: the all-reduces then move
 nothing, which checks the plumbing and nothing else.)

@@ -52,10 +52,10 @@ BUDGET_S = 580
 # Seconds a benchmark may take at its gpu profile, start-up included (others: DEFAULT_S).
 # Sized for one GPU and a 16-core host; together they leave time for the notebooks. These
 # are estimates: no run on a GPU has measured them yet.
-TIMEOUT_S = {"allreduce": 25, "backprop": 20, "compilers": 25, "conv": 35, "dispatch": 30,
-             "io": 25, "jacobi": 40, "matmul": 30, "memhier": 35, "nccl_tests": 35,
-             "overheads": 35, "parallelism": 40, "pingpong": 30, "pi_mpi": 15, "scaling": 35,
-             "stream": 30, "train_digits": 20}
+TIMEOUT_S = {"allreduce": 25, "backprop": 20, "compilers": 25, "conv": 30, "ddp": 25,
+             "dispatch": 30, "io": 25, "jacobi": 40, "matmul": 25, "memhier": 30,
+             "nccl_tests": 35, "overheads": 35, "parallelism": 40, "pingpong": 25,
+             "pi_mpi": 15, "scaling": 30, "stream": 30, "train_digits": 20}
 DEFAULT_S = 25
 NOTEBOOK_S = 120
 PROGRAMS = {"compilers": os.environ.get("CC", "gcc")}  # programs a benchmark runs
@@ -251,7 +251,7 @@ def key_result(name: str, res: dict[str, Any]) -> str:
             raise ValueError(f"backend {res.get('backend')}, not NCCL")
         return (f"{res['backend']}, {res['world']} rank(s), max error "
                 f"{res['max_err_vs_reference']:.1e}, {_g(max(r['mlups'] for r in rows))} MLUP/s")
-    if name in ("backprop", "conv", "dispatch", "train_digits", "parallelism"):
+    if name in ("backprop", "conv", "ddp", "dispatch", "train_digits", "parallelism"):
         return _part_three_four(name, res, rows)
     if name == "overheads":
         launch = res.get("gpu", {}).get("gpu_launch")
@@ -291,6 +291,12 @@ def _part_three_four(name: str, res: dict[str, Any], rows: list[dict[str, Any]])
     if name == "train_digits":
         return (f"{_g(res['samples_per_s'])} samples/s, test accuracy "
                 f"{100 * res['test_acc']:.1f} % ({res.get('data')})")
+    if name == "ddp":
+        worst = max(r["max_param_diff"] for r in rows)
+        if worst > 1e-5 or res.get("backend") != "nccl":
+            raise ValueError(f"backend {res.get('backend')}, max param diff {worst:.1e}")
+        return (f"{res.get('world')} rank(s), NCCL, bucketed/torch "
+                f"{res['ratio_bucketed_over_torch']:.2f}, max param diff {worst:.1e}")
     worst = max(r["max_loss_diff"] for r in rows)
     if worst > 1e-5:
         raise ValueError(f"a strategy differs from one process by {worst:.1e}")

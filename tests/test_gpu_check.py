@@ -208,7 +208,7 @@ def test_key_results_refuse_runs_that_missed_the_gpu():
     assert gc.key_result("gemm", gemm) == "peak float32 50,000, bfloat16 700,000 GFLOP/s"
 
 
-@pytest.mark.parametrize("name", ["backprop", "conv", "dispatch", "train_digits",
+@pytest.mark.parametrize("name", ["backprop", "conv", "ddp", "dispatch", "train_digits",
                                   "parallelism"])
 def test_part_three_four_results_must_come_from_the_gpu(name):
     with pytest.raises(ValueError, match="not on the GPU"):
@@ -230,6 +230,11 @@ def test_part_three_four_results_check_correctness():
            "rows": [{"max_loss_diff": 2e-7}, {"max_loss_diff": 3e-5}]}
     with pytest.raises(ValueError, match="differs"):
         gc.key_result("parallelism", par)
+    ddp = {"device": "cuda:0", "world": 2, "backend": "nccl", "ratio_bucketed_over_torch": 1.1,
+           "rows": [{"max_param_diff": 1e-8}, {"max_param_diff": 2e-8}]}
+    assert "bucketed/torch 1.10" in gc.key_result("ddp", ddp)
+    with pytest.raises(ValueError, match="backend gloo"):
+        gc.key_result("ddp", {**ddp, "backend": "gloo"})
 
 
 SIMULATED = r"""

@@ -52,7 +52,7 @@ CELLS = {
 
 STRATEGIES = [("D", "data"), ("Z", "ZeRO sharding"), ("T", "tensor"), ("P", "pipeline")]
 PROVIDES = {  # system index -> strategies it provides itself
-    0: "D", 1: "DZ", 2: "DZP", 3: "DTP", 4: "DZT", 5: "D",
+    0: "D", 1: "DZ", 2: "DZP", 3: "DZTP", 4: "DZT", 5: "D",
 }
 HARDWARE = ("CPUs and GPUs (HBM)  ·  NVLink / PCIe inside a node  ·  "
             "InfiniBand / Ethernet between nodes")

@@ -46,6 +46,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "mlp_fp32_adam": {"model": "mlp", "precision": "fp32", "optimizer": "adam"},
     "mlp_bf16_weights_adam": {"model": "mlp", "precision": "bf16_weights",
                               "optimizer": "adam"},
+    "mlp_bf16_autocast_sgd": {"model": "mlp", "precision": "bf16",
+                              "optimizer": "sgd"},
     "mlp_bf16_autocast_adam": {"model": "mlp", "precision": "bf16",
                                "optimizer": "adam"},
     "transformer_fp32_adam": {"model": "transformer", "precision": "fp32",
@@ -107,22 +109,22 @@ def predict(spec: dict[str, Any], S: Any) -> memcalc.Memory:
 
 
 # ------------------------------------------------------------------ the measurement
-def measure(spec: dict[str, Any], S: Any) -> dict[str, int]:
+def measure(spec: dict[str, Any], S: Any, device: str) -> dict[str, int]:
     """MemTracker's peak snapshot of the first step, and the exact parts after it."""
     seq = S.seq if spec["model"] == "transformer" else 0
     cfg = ModelConfig(dim=S.dim, hidden=S.hidden, n_blocks=S.n_blocks, seq=seq,
                       heads=S.heads)
-    net = build_model(cfg)
+    net = build_model(cfg, device)
     dtype = torch.bfloat16 if spec["precision"] == "bf16_weights" else torch.float32
     net = net.to(dtype)
     opt = make_optimizer(spec["optimizer"], net.parameters())
-    x, y = batch(cfg, 0, S.attn_batch if seq else S.batch)
+    x, y = batch(cfg, 0, S.attn_batch if seq else S.batch, device=device)
     x, y = x.to(dtype), y.to(dtype)
     autocast = spec["precision"] == "bf16"
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             out = net(x)
         loss = loss_fn(out.float(), y.float())
         loss.backward()
@@ -147,12 +149,13 @@ NOTES = {
 
 
 def run(S: Any) -> dict[str, Any]:
+    device = "cuda" if S.profile == "gpu" and torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     rows = []
     for name in parse_configs(S.configs):
         spec = CONFIGS[name]
         pred = predict(spec, S)
-        meas = measure(spec, S)
+        meas = measure(spec, S, device)
         predicted, measured = memcalc.peak_bytes(pred), meas["Total"]
         rel = predicted / measured - 1 if measured else float("inf")
         row: dict[str, Any] = {
@@ -169,7 +172,7 @@ def run(S: Any) -> dict[str, Any]:
         rows.append(row)
         print(f"{name:24s} predicted {predicted:12,d} B  measured {measured:12,d} B  "
               f"rel_err {rel:+.3f}", flush=True)
-    return {"rows": rows, "tolerance": S.tolerance,
+    return {"rows": rows, "device": device, "tolerance": S.tolerance,
             "all_within": all(r["within_tolerance"] for r in rows)}
 
 

@@ -20,13 +20,16 @@ trained with Adam on the seeded synthetic regression of that module. One row per
 Each row holds ``samples_per_s`` (the median over ``timed_steps`` steps after
 ``warmup`` steps, with the inter-quartile range), ``peak_bytes`` (MemTracker's peak
 over one step on a CPU; ``torch.cuda.max_memory_allocated`` on a GPU) and
-``final_loss`` after ``warmup + timed_steps`` steps from the same seed. ``ratio`` is
+``final_loss`` after ``warmup + timed_steps`` steps from the same seed;
+``samples_per_s_best`` (the fastest step) and ``times_s`` show how far other work on
+the machine moved the median (``load_average`` is recorded at the end). ``ratio`` is
 each row's samples/s over fp32's. On a GPU the clock is read after
 ``torch.cuda.synchronize``.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
@@ -126,6 +129,7 @@ def run_precision(precision: str, S: Any, device: str) -> dict[str, Any]:
          else rates * 2)
     return {"precision": precision, "samples_per_s": statistics.median(rates),
             "samples_per_s_iqr": q[-1] - q[0], "step_median_s": statistics.median(times),
+            "samples_per_s_best": S.batch / min(times), "times_s": times,
             "peak_bytes": int(peak), "peak_method": method,
             "final_loss": float(loss), "steps": S.warmup + S.timed_steps}
 
@@ -152,7 +156,8 @@ def run(S: Any) -> dict[str, Any]:
                            "model": {"dim": S.dim, "hidden": S.hidden,
                                      "n_blocks": S.n_blocks, "batch": S.batch},
                            "statistic": "median over the timed steps after warm-up",
-                           "torch_threads": torch.get_num_threads()}
+                           "torch_threads": torch.get_num_threads(),
+                           "load_average": list(os.getloadavg())}
     if device == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
     else:

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DTYPE_BYTES", "OPT_COPIES", "Memory", "backward_peak", "divide", "dtype_bytes",
+__all__ = ["DTYPE_BYTES", "OPT_COPIES", "Memory", "backward_peak", "divide",
+           "dtype_bytes",
            "linear_params", "mixed_adam_bytes_per_param", "mlp_activations",
            "mlp_params", "optimizer_bytes", "peak_bytes", "training_memory",
            "transformer_activations", "transformer_params"]
@@ -60,7 +61,8 @@ def dtype_bytes(dtype: str | torch.dtype) -> int:
     if isinstance(dtype, torch.dtype):
         return torch.empty((), dtype=dtype).element_size()
     if dtype not in DTYPE_BYTES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of "
+                         f"{sorted(DTYPE_BYTES)}")
     return DTYPE_BYTES[dtype]
 
 

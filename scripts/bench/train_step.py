@@ -96,7 +96,8 @@ def run_precision(precision: str, S: Any, device: str) -> dict[str, Any]:
 
     def step() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with torch.autocast(device, dtype=amp or torch.bfloat16,
+                            enabled=amp is not None):
             out = net(x)
         loss = loss_fn(out.float(), y.float())
         scaler.scale(loss).backward()
@@ -128,7 +129,8 @@ def run_precision(precision: str, S: Any, device: str) -> dict[str, Any]:
     q = (statistics.quantiles(rates, n=4, method="inclusive") if len(rates) > 1
          else rates * 2)
     return {"precision": precision, "samples_per_s": statistics.median(rates),
-            "samples_per_s_iqr": q[-1] - q[0], "step_median_s": statistics.median(times),
+            "samples_per_s_iqr": q[-1] - q[0],
+            "step_median_s": statistics.median(times),
             "samples_per_s_best": S.batch / min(times), "times_s": times,
             "peak_bytes": int(peak), "peak_method": method,
             "final_loss": float(loss), "steps": S.warmup + S.timed_steps}

@@ -52,11 +52,12 @@ BUDGET_S = 580
 # Seconds a benchmark may take at its gpu profile, start-up included (others: DEFAULT_S).
 # Sized for one GPU and a 16-core host; together they leave time for the notebooks. These
 # are estimates: no run on a GPU has measured them yet.
-TIMEOUT_S = {"allreduce": 25, "backprop": 20, "compilers": 25, "conv": 30, "ddp": 25,
-             "dispatch": 30, "io": 25, "jacobi": 40, "matmul": 25, "memhier": 30,
-             "nccl_tests": 35, "overheads": 35, "parallelism": 40, "pingpong": 25,
-             "pi_mpi": 15, "scaling": 30, "stream": 30, "train_digits": 20}
-DEFAULT_S = 25
+TIMEOUT_S = {"allreduce": 20, "backprop": 20, "compilers": 20, "conv": 30, "ddp": 25,
+             "dispatch": 30, "io": 20, "jacobi": 40, "matmul": 25, "memhier": 30,
+             "memory": 15, "nccl_tests": 30, "overheads": 30, "parallelism": 40,
+             "pingpong": 25, "pi_mpi": 15, "scaling": 30, "stream": 30, "train_digits": 20,
+             "train_step": 25}
+DEFAULT_S = 20
 NOTEBOOK_S = 120
 PROGRAMS = {"compilers": os.environ.get("CC", "gcc")}  # programs a benchmark runs
 MIN_RANKS = {"allreduce": 2}  # its report divides by the bus bandwidth, 0 for one rank
@@ -251,7 +252,8 @@ def key_result(name: str, res: dict[str, Any]) -> str:
             raise ValueError(f"backend {res.get('backend')}, not NCCL")
         return (f"{res['backend']}, {res['world']} rank(s), max error "
                 f"{res['max_err_vs_reference']:.1e}, {_g(max(r['mlups'] for r in rows))} MLUP/s")
-    if name in ("backprop", "conv", "ddp", "dispatch", "train_digits", "parallelism"):
+    if name in ("backprop", "conv", "ddp", "dispatch", "memory", "parallelism",
+                "train_digits", "train_step"):
         return _part_three_four(name, res, rows)
     if name == "overheads":
         launch = res.get("gpu", {}).get("gpu_launch")
@@ -291,6 +293,15 @@ def _part_three_four(name: str, res: dict[str, Any], rows: list[dict[str, Any]])
     if name == "train_digits":
         return (f"{_g(res['samples_per_s'])} samples/s, test accuracy "
                 f"{100 * res['test_acc']:.1f} % ({res.get('data')})")
+    if name == "memory":
+        if not res.get("all_within"):
+            raise ValueError("a memory prediction is off by more than the tolerance")
+        worst = max(abs(r["rel_err"]) for r in rows)
+        return f"{len(rows)} configurations, predictions within {100 * worst:.1f} %"
+    if name == "train_step":
+        ran = [r for r in rows if "samples_per_s" in r]
+        return ", ".join(f"{r['precision']} {_g(r['samples_per_s'])}" for r in ran) + \
+            " samples/s"
     if name == "ddp":
         worst = max(r["max_param_diff"] for r in rows)
         if worst > 1e-5 or res.get("backend") != "nccl":

@@ -208,8 +208,8 @@ def test_key_results_refuse_runs_that_missed_the_gpu():
     assert gc.key_result("gemm", gemm) == "peak float32 50,000, bfloat16 700,000 GFLOP/s"
 
 
-@pytest.mark.parametrize("name", ["backprop", "conv", "ddp", "dispatch", "train_digits",
-                                  "parallelism"])
+@pytest.mark.parametrize("name", ["backprop", "conv", "ddp", "dispatch", "memory",
+                                  "parallelism", "train_digits", "train_step"])
 def test_part_three_four_results_must_come_from_the_gpu(name):
     with pytest.raises(ValueError, match="not on the GPU"):
         gc.key_result(name, {"device": "cpu", "rows": []})
@@ -235,6 +235,9 @@ def test_part_three_four_results_check_correctness():
     assert "bucketed/torch 1.10" in gc.key_result("ddp", ddp)
     with pytest.raises(ValueError, match="backend gloo"):
         gc.key_result("ddp", {**ddp, "backend": "gloo"})
+    mem = {"device": "cuda", "all_within": False, "rows": [{"rel_err": 0.2}]}
+    with pytest.raises(ValueError, match="tolerance"):
+        gc.key_result("memory", mem)
 
 
 SIMULATED = r"""

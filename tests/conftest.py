@@ -68,6 +68,22 @@ def smoke_book() -> SmokeBook:
     return SmokeBook(out, proc.returncode, proc.stdout + proc.stderr)
 
 
+@pytest.fixture
+def world_of_one(monkeypatch):
+    """A torch.distributed world of one gloo rank in this process (hpcai.dist.init)."""
+    import torch.distributed as dist
+
+    from hpcai import dist as hd
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    w = hd.init("gloo")
+    yield w
+    hd.teardown()
+
+
 def pytest_unconfigure(config):
     """End the run (after pytest's own summary line) with how many tests were skipped for
     want of a cluster or a GPU, and the command that enables them (hpcai.capabilities)."""

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 
-from hpcai import dist as hd
 from hpcai.launch import torchrun
 from hpcai.parallel.ddp_hand import (
     BucketedDDP,
@@ -93,15 +91,7 @@ def test_overlap_fraction():
 # ---------------------------------------------------------------------- a world of one
 
 
-@pytest.fixture
-def world_of_one(monkeypatch):
-    if dist.is_initialized():
-        pytest.skip("a process group is already initialised in this process")
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    w = hd.init("gloo")
-    yield w
-    hd.teardown()
+# (the world_of_one fixture lives in conftest.py)
 
 
 def test_hooks_fill_every_bucket_and_keep_the_gradients(world_of_one):

@@ -80,15 +80,7 @@ def test_busbw_is_algbw_times_factor():
 # --------------------------------------------------------------------------- a world of one
 
 
-@pytest.fixture
-def world_of_one(monkeypatch):
-    if dist.is_initialized():
-        pytest.skip("a process group is already initialised in this process")
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    w = hd.init("gloo")
-    yield w
-    hd.teardown()
+# (the world_of_one fixture lives in conftest.py)
 
 
 def test_world_of_one_without_a_launcher(world_of_one):

@@ -17,7 +17,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from hpcai import dist as hd
 from hpcai.launch import torchrun
 from hpcai.parallel import STRATEGIES, build
 from hpcai.parallel.model import (
@@ -101,15 +100,7 @@ def test_bubble_formula():
 # ---------------------------------------------------------------------- a world of one
 
 
-@pytest.fixture
-def world_of_one(monkeypatch):
-    if dist.is_initialized():
-        pytest.skip("a process group is already initialised in this process")
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    w = hd.init("gloo")
-    yield w
-    hd.teardown()
+# (the world_of_one fixture lives in conftest.py)
 
 
 def test_comm_counter_counts_what_is_issued(world_of_one):

@@ -127,3 +127,20 @@ def test_jacobi_under_mpi_on_two_nodes():
     assert res["ranks"] == 2 and res["max_err_vs_reference"] == 0.0
     # the blocking and the overlapped exchange both equal the NumPy reference exactly
     assert [r["errors"] for r in res["rows"]] == [{"blocking": 0.0, "overlap": 0.0}] * 2
+
+
+def test_ddp_under_torchrun_on_two_nodes():
+    """Chapter 12's DDP script, one rank per node: the library's DDP and both hand-written
+    versions (naive, bucketed) train to the one-process run on the global batch."""
+    res = torchrun_job("ddp", [])
+    nodes = assert_two_nodes(res, 2)
+    check_rendezvous(res, nodes)
+    assert res["world"] == 2 and res["backend"] == "gloo"
+    impls = {r["impl"]: r for r in res["rows"]}
+    assert set(impls) == {"torch", "naive", "bucketed"}, sorted(impls)
+    for impl, row in impls.items():
+        assert row["max_param_diff"] <= 1e-5, (impl, row["max_param_diff"])
+        assert row["max_loss_diff"] <= 1e-5, (impl, row["max_loss_diff"])
+        # two ranks really exchanged gradients: bytes were counted on the last step
+        if impl != "torch":
+            assert row["comm_bytes_per_step"] > 0, (impl, row)

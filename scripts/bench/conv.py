@@ -22,15 +22,16 @@ cuBLAS may use TF32 for float32, so expect about 1e-3, not 1e-6; the flags are r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from hpcai import conv
 from hpcai.cli import bench_main
 from hpcai.measure import time_it
+
+if TYPE_CHECKING:
+    import torch
 
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"batch": 4, "c_in": 8, "c_out": 16, "image": 16, "kernel": 3, "stride": 1,
@@ -71,6 +72,7 @@ def _row(impl: str, device: str, t: Any, flops: int) -> dict[str, Any]:
 def im2col_torch(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int
                  ) -> torch.Tensor:
     """im2col on any device: F.unfold gives (N, C_in k k, L) columns; one matmul."""
+    import torch.nn.functional as F
     N, C_out, k = x.shape[0], w.shape[0], w.shape[2]
     H_out = conv.out_size(x.shape[2], k, stride, padding)
     W_out = conv.out_size(x.shape[3], k, stride, padding)
@@ -80,6 +82,8 @@ def im2col_torch(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int
 
 
 def run(S: Any) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
     on_gpu = S.profile in ("gpu", "cluster")
     if on_gpu and not torch.cuda.is_available():
         raise RuntimeError("profile gpu needs CUDA; torch.cuda.is_available() is False")

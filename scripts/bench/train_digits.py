@@ -19,13 +19,15 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from hpcai import nn
 from hpcai.cli import bench_main
+
+if TYPE_CHECKING:
+    import torch
 
 # ------------------------------------------------------------------ settings
 SIZES = {
@@ -52,6 +54,7 @@ def load(device: str) -> tuple[Any, ...]:
 
     Without scikit-learn, :func:`hpcai.nn.digits_data` generates a stand-in of the same
     shapes; the fifth value (the result's ``data`` key) says which was used."""
+    import torch
     X, y, source = nn.digits_data()
     X = X.astype(np.float32)
     order = np.random.default_rng(0).permutation(len(X))
@@ -62,6 +65,7 @@ def load(device: str) -> tuple[Any, ...]:
 
 
 def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
+    import torch
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     if name == "momentum":
@@ -80,6 +84,7 @@ def lr_at(step: int, S: Any, total: int, warmup: int) -> float:
 
 
 def accuracy(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    import torch
     model.eval()
     with torch.no_grad():
         acc = float((model(X).argmax(dim=1) == y).float().mean())
@@ -89,6 +94,7 @@ def accuracy(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
 
 # ------------------------------------------------------------------ the training loop
 def run(S: Any) -> dict[str, Any]:
+    import torch
     device = "cuda" if S.profile == "gpu" and torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(S.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,22 @@ def test_bad_argument() -> None:
     p = _run([sys.executable, str(SCRIPT), "--profile", "smoke", "--lr-scale", "sqrt"])
     assert p.returncode == 2
     assert p.stderr.strip().startswith("error:")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--global-batch", "7"], "not divisible by the 2 ranks"),
+])
+def test_impossible_setting_is_refused_before_work(args: list[str], says: str) -> None:
+    if "cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
+    env = {**os.environ, "WORLD_SIZE": "2"}  # as torchrun sets it, before any rank starts
+    p = subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", "--json", *args],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
+    assert lines[0].startswith("error:") and says in lines[0], lines[0]
+    assert "{" not in p.stdout

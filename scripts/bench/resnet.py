@@ -45,6 +45,18 @@ SIZES = {
 def check_settings(S: Any) -> None:
     if int(S.global_batch) < 1 or int(S.steps) < 1:
         raise ValueError("--global-batch and --steps must be at least 1")
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun, before any work
+    if int(S.global_batch) % world:
+        raise ValueError(f"--global-batch {S.global_batch} is not divisible by the "
+                         f"{world} ranks; choose a multiple of {world}")
+    if str(S.device) == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda, but no CUDA GPU is available here; "
+                             "use --device cpu or auto")
 
 
 def train(S: Any, device: Any, rank: int, world: int, ddp: bool

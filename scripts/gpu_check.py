@@ -52,11 +52,11 @@ BUDGET_S = 580
 # Seconds a benchmark may take at its gpu profile, start-up included (others: DEFAULT_S).
 # Sized for one GPU and a 16-core host; together they leave time for the notebooks. These
 # are estimates: no run on a GPU has measured them yet.
-TIMEOUT_S = {"allreduce": 20, "backprop": 20, "compilers": 20, "conv": 30, "ddp": 25,
-             "dispatch": 30, "io": 20, "jacobi": 40, "matmul": 25, "memhier": 30,
+TIMEOUT_S = {"allreduce": 20, "backprop": 20, "compilers": 20, "conv": 20, "ddp": 25,
+             "dispatch": 20, "io": 20, "jacobi": 40, "matmul": 25, "memhier": 30,
              "memory": 15, "nccl_tests": 30, "overheads": 30, "parallelism": 40,
              "pingpong": 25, "pi_mpi": 15, "scaling": 30, "stream": 30, "train_digits": 20,
-             "train_step": 25}
+             "resnet": 20, "train_step": 25}
 DEFAULT_S = 20
 NOTEBOOK_S = 120
 PROGRAMS = {"compilers": os.environ.get("CC", "gcc")}  # programs a benchmark runs

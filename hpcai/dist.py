@@ -6,6 +6,9 @@ Start-up, shutdown and the few operations each benchmark needs, written once:
   makes a world of one when the script was started as a plain ``python`` program. The backend
   follows the device: NCCL when every local rank can have its own CUDA GPU, gloo otherwise.
 * :func:`teardown` leaves the group cleanly.
+* :func:`run_ranks` is the frame of every benchmark run under ``torchrun``: a watchdog
+  that ends a hung run, the group joined, a check of what must split over the ranks
+  (one ``error:`` line, exit 2), the work, the ``placement`` of the ranks, the teardown.
 * :func:`slowest` and :func:`reduce_floats`: a collective operation, or a timed loop of them, is
   as slow as its slowest rank, so times are reduced with MAX before they are reported.
 * :func:`exchange` posts a batch of sends and receives at once and waits for all of them, on
@@ -34,9 +37,11 @@ and :func:`placement` outside a process group are cheap to use from an MPI progr
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +62,7 @@ __all__ = [
     "node_name",
     "placement",
     "reduce_floats",
+    "run_ranks",
     "slowest",
     "teardown",
 ]
@@ -154,6 +160,53 @@ def teardown(barrier: bool = True) -> None:
         if barrier:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def run_ranks(body: Callable[[World], dict[str, Any]], *, backend: str = "auto",
+              hang_timeout_s: float | None = None,
+              check_world: Callable[[World], None] | None = None) -> dict[str, Any] | None:
+    """Run ``body(world)`` on every rank of the group and return its result on rank 0.
+
+    The frame every distributed benchmark needs, written once:
+
+    1. a watchdog (``faulthandler.dump_traceback_later``): after ``hang_timeout_s``
+       seconds the process prints every thread's traceback and exits, because a hung
+       collective never returns by itself;
+    2. :func:`init` with ``backend``;
+    3. ``check_world(world)``, which raises ``ValueError`` for what cannot split over
+       ``world.size`` ranks: rank 0 prints it as one ``error:`` line, every rank leaves
+       the group and exits with status 2;
+    4. ``body(world)`` on every rank (it may call collectives; its dict is kept);
+    5. :func:`placement` (a collective), :func:`teardown`, the watchdog cancelled.
+
+    Rank 0 gets ``body``'s dict with ``world``, ``ranks``, ``backend``, ``device`` and
+    ``placement`` added where ``body`` did not set them; other ranks get ``None``.
+    """
+    if hang_timeout_s is not None:
+        faulthandler.dump_traceback_later(float(hang_timeout_s), exit=True)
+    try:
+        world = init(backend)
+        if check_world is not None:
+            try:
+                check_world(world)
+            except ValueError as err:
+                if world.is_root:
+                    print(f"error: {err}", file=sys.stderr, flush=True)
+                teardown()
+                raise SystemExit(2) from None
+        result = body(world)
+        where = placement()
+        teardown()
+    finally:
+        if hang_timeout_s is not None:
+            faulthandler.cancel_dump_traceback_later()
+    if not world.is_root:
+        return None
+    for key, value in (("world", world.size), ("ranks", world.size),
+                       ("backend", world.backend), ("device", str(world.device)),
+                       ("placement", where)):
+        result.setdefault(key, value)
+    return result
 
 
 # --------------------------------------------------------------------------- reductions

@@ -144,3 +144,23 @@ def test_ddp_under_torchrun_on_two_nodes():
         # two ranks really exchanged gradients: bytes were counted on the last step
         if impl != "torch":
             assert row["comm_bytes_per_step"] > 0, (impl, row)
+
+
+def test_ddp_scaling_on_two_nodes_with_two_ranks_each():
+    """Chapter 12's scaling job through the N nodes x G ranks template at N = 2, G = 2:
+    four ranks, two on each node (LOCAL_RANK 0 and 1), train exactly like one process."""
+    res = sbatch("scripts/slurm/torchrun.sbatch", sbatch_args=["-N", "2"],
+                 args=["--scaling", "strong", "--epochs", "1"],
+                 env={"BENCH": "ddp_scaling", "PROFILE": "smoke", "NPROC": "2"},
+                 timeout=240)
+    nodes = assert_two_nodes(res, 4)
+    check_rendezvous(res, nodes)
+    per_node = {n: sorted(p["rank"] for p in res["placement"] if p["node"] == n)
+                for n in nodes}
+    assert sorted(len(r) for r in per_node.values()) == [2, 2], per_node
+    text = Path(res["output_file"]).read_text()
+    assert "processes per node: 2" in text, text[:500]
+    run = res["runs"][0]
+    assert res["world"] == 4 and run["scaling"] == "strong"
+    assert run["batch_per_rank"] * 4 == run["global_batch"]
+    assert run["max_loss_diff"] <= 1e-5, run["max_loss_diff"]

@@ -40,45 +40,24 @@ per rank, the files and ``overlap``: per impl, the share of the all-reduce time 
 ran before the backward pass ended its computing
 (:func:`hpcai.parallel.ddp_hand.overlap_fraction`; ``None`` without gloo events), for
 ``naive`` and ``bucketed`` (DDP waits inside ``loss.backward()``, which hides the cut).
-A watchdog (``faulthandler``) ends a hung run after ``hang_timeout_s``. Only rank 0
-prints.
+A watchdog ends a hung run after ``hang_timeout_s`` (:func:`hpcai.dist.run_ranks`, the
+frame of every distributed benchmark). Only rank 0 prints.
 """
 
 from __future__ import annotations
 
-import faulthandler
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.distributed as dist
-from torch import nn
-from torch.profiler import record_function
+from typing import TYPE_CHECKING, Any
 
 from hpcai import dist as hd
 from hpcai.cli import bench_main
-from hpcai.measure import Timing
-from hpcai.parallel.data import replica_diff, shard_rows
-from hpcai.parallel.ddp_hand import (
-    BucketedDDP,
-    broadcast_params,
-    naive_sync,
-    overlap_fraction,
-)
-from hpcai.parallel.model import (
-    ModelConfig,
-    RunResult,
-    batch,
-    build_model,
-    loss_fn,
-    make_optimizer,
-    param_bytes,
-    reference_run,
-)
-from hpcai.parallel.tracking import CommCounter
+
+if TYPE_CHECKING:  # torch is imported inside the functions: a refused value is fast
+    from torch import nn
+
+    from hpcai.parallel.model import ModelConfig, RunResult
 
 IMPLS = ("torch", "naive", "bucketed")
 
@@ -102,6 +81,13 @@ Step = Callable[[int], float]
 def make_impl(name: str, world: hd.World, cfg: ModelConfig, global_batch: int,
               bucket_mb: float) -> tuple[Step, nn.Module]:
     """``step(i)`` (returns this rank's share of the global loss) and the replica."""
+    from torch import nn
+    from torch.profiler import record_function
+
+    from hpcai.parallel.data import shard_rows
+    from hpcai.parallel.ddp_hand import BucketedDDP, broadcast_params, naive_sync
+    from hpcai.parallel.model import batch, build_model, loss_fn, make_optimizer
+
     net = build_model(cfg, world.device)
     rows = shard_rows(global_batch, world)
     model: nn.Module = net
@@ -138,6 +124,12 @@ def make_impl(name: str, world: hd.World, cfg: ModelConfig, global_batch: int,
 def race(impls: dict[str, tuple[Step, nn.Module]], world: hd.World, warmup: int,
          steps: int, ref: RunResult) -> list[dict[str, Any]]:
     """Train every impl ``warmup + steps + 1`` steps in turns; one row per impl."""
+    import torch.distributed as dist
+
+    from hpcai.measure import Timing
+    from hpcai.parallel.data import replica_diff
+    from hpcai.parallel.tracking import CommCounter
+
     names = list(impls)
     k = warmup + steps + 1
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -182,8 +174,10 @@ def trace(S: Any, world: hd.World, cfg: ModelConfig,
 
     Returns this rank's trace paths and, per impl, the share of its all-reduce time
     that overlapped the backward pass (:func:`overlap_fraction`)."""
+    import torch.distributed as dist
     from torch.profiler import ProfilerActivity, profile, schedule
 
+    from hpcai.parallel.ddp_hand import overlap_fraction
     from hpcai.trace import trace_events
 
     acts = [ProfilerActivity.CPU]
@@ -209,20 +203,41 @@ def trace(S: Any, world: hd.World, cfg: ModelConfig,
 
 
 def check_settings(S: Any) -> None:
+    from hpcai.parallel.model import ModelConfig
+
     ModelConfig(dim=int(S.dim), hidden=int(S.hidden), n_blocks=int(S.n_blocks))
     if int(S.steps) < 1:
         raise ValueError(f"--steps must be at least 1, got {S.steps}")
 
 
+def check_world(S: Any) -> Callable[[hd.World], None]:
+    """What must split over the ranks: the global batch."""
+    def check(world: hd.World) -> None:
+        if int(S.global_batch) % world.size:
+            raise ValueError(f"--global-batch {S.global_batch} is not divisible by the "
+                             f"{world.size} ranks")
+    return check
+
+
 def run(S: Any) -> dict[str, Any] | None:
-    faulthandler.dump_traceback_later(float(S.hang_timeout_s), exit=True)
-    world = hd.init(str(S.backend))
-    if int(S.global_batch) % world.size:
-        if world.is_root:
-            print(f"error: --global-batch {S.global_batch} is not divisible by the "
-                  f"{world.size} ranks", file=sys.stderr)
-        hd.teardown()
-        raise SystemExit(2)
+    return hd.run_ranks(lambda world: measure(S, world), backend=str(S.backend),
+                        hang_timeout_s=float(S.hang_timeout_s),
+                        check_world=check_world(S))
+
+
+def measure(S: Any, world: hd.World) -> dict[str, Any]:
+    """Every rank: the race, the sweep, the traces; the result is rank 0's to print."""
+    import torch
+    import torch.distributed as dist
+
+    from hpcai.parallel.ddp_hand import BucketedDDP
+    from hpcai.parallel.model import (
+        ModelConfig,
+        build_model,
+        param_bytes,
+        reference_run,
+    )
+
     cfg = ModelConfig(dim=int(S.dim), hidden=int(S.hidden), n_blocks=int(S.n_blocks))
     B, w, n = int(S.global_batch), int(S.warmup), int(S.steps)
     ref = reference_run(w + n + 1, B, cfg, world.device)
@@ -252,11 +267,6 @@ def run(S: Any) -> dict[str, Any] | None:
     else:
         traces = [traced]
     buckets = BucketedDDP(build_model(cfg, world.device), mb).bucket_bytes
-    placement = hd.placement()
-    hd.teardown()
-    faulthandler.cancel_dump_traceback_later()
-    if not world.is_root:
-        return None
     full = build_model(cfg)
     return {"rows": rows, "impls": list(IMPLS), "sweep": sweep,
             "ratio_bucketed_over_torch":
@@ -269,8 +279,6 @@ def run(S: Any) -> dict[str, Any] | None:
             "param_bytes": param_bytes(full), "dtype": str(torch.float32),
             "reference_losses": ref.losses,
             "traces": [t for t in traces if t is not None],
-            "world": world.size, "ranks": world.size, "backend": world.backend,
-            "device": str(world.device), "placement": placement,
             "max_param_diff": max(r["max_param_diff"] for r in rows)}
 
 

@@ -32,24 +32,27 @@ microbatches of ``bubble_microbatches`` (a batch of ``bubble_batch`` rows, large
 the check's so that a microbatch is not all overhead), next to ``(p - 1) / (m + p -
 1)``.
 
-A watchdog (``faulthandler``) ends the program with every thread's traceback if the run
-takes longer than ``hang_timeout_s``: pipelining over gloo has hung before
-(pytorch#132644), and a hung collective never returns by itself. Only rank 0 prints.
+A watchdog (``faulthandler``, through :func:`hpcai.dist.run_ranks`) ends the program
+with every thread's traceback if the run takes longer than ``hang_timeout_s``: pipelining
+over gloo has hung before (pytorch#132644), and a hung collective never returns by
+itself. Only rank 0 prints.
 """
 
 from __future__ import annotations
 
-import faulthandler
-import sys
-from typing import Any
-
-import torch
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from hpcai import dist as hd
 from hpcai.cli import bench_main
-from hpcai.parallel import STRATEGIES, TRANSFORMER, build, drive, reference_run
-from hpcai.parallel.model import ModelConfig, build_model, param_bytes
-from hpcai.parallel.pipeline import bubble_study
+
+if TYPE_CHECKING:  # torch is imported inside the functions: a refused value is fast
+    from hpcai.parallel.model import ModelConfig
+
+STRATEGY_NAMES = ("dp_naive", "ddp", "fsdp", "zero2", "tp_naive", "tp", "tp_attn",
+                  "tp_sp", "pp_naive", "pp", "pp_1f1b")
+"""The keys of :data:`hpcai.parallel.STRATEGIES`, without importing torch
+(tests/test_ch12_frame.py checks that the two agree)."""
 
 SIZES = {
     "smoke": {"strategies": "all", "dim": 64, "hidden": 256, "n_blocks": 4,
@@ -73,18 +76,20 @@ SIZES = {
 def parse_strategies(text: str) -> list[str]:
     """``all`` or a comma-separated list of strategy names; ``ValueError`` otherwise."""
     if text == "all":
-        return list(STRATEGIES)
+        return list(STRATEGY_NAMES)
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STRATEGIES]
+    unknown = [n for n in names if n not in STRATEGY_NAMES]
     if not names or unknown:
         raise ValueError("--strategies must be all or a comma-separated list drawn "
-                         f"from {', '.join(STRATEGIES)}; got {text!r}")
+                         f"from {', '.join(STRATEGY_NAMES)}; got {text!r}")
     return names
 
 
 def configs(S: Any) -> tuple[ModelConfig, ModelConfig]:
     """The MLP blocks of most strategies and the transformer blocks of ``tp_attn`` and
     ``tp_sp`` (same width; ``seq`` positions, ``heads`` heads)."""
+    from hpcai.parallel.model import ModelConfig
+
     cfg = ModelConfig(dim=int(S.dim), hidden=int(S.hidden), n_blocks=int(S.n_blocks))
     attn = ModelConfig(dim=int(S.dim), hidden=int(S.hidden),
                        n_blocks=int(S.attn_blocks), seq=int(S.seq), heads=int(S.heads))
@@ -106,26 +111,33 @@ def check_settings(S: Any) -> None:
                              f"microbatches (--bubble-microbatches)")
 
 
-def _check_world(S: Any, n: int) -> None:
-    """What must split over ``n`` ranks: batch (DP), hidden (TP), blocks (PP)."""
-    for what, value in (("--global-batch", S.global_batch), ("--hidden", S.hidden),
-                        ("--n-blocks", S.n_blocks), ("--seq", S.seq),
-                        ("--heads", S.heads)):
-        if int(value) % n:
-            raise ValueError(f"{what} {value} is not divisible by the {n} ranks")
+def check_world(S: Any) -> Callable[[hd.World], None]:
+    """What must split over the ranks: batch (DP), hidden (TP), blocks (PP)."""
+    def check(world: hd.World) -> None:
+        n = world.size
+        for what, value in (("--global-batch", S.global_batch), ("--hidden", S.hidden),
+                            ("--n-blocks", S.n_blocks), ("--seq", S.seq),
+                            ("--heads", S.heads)):
+            if int(value) % n:
+                raise ValueError(f"{what} {value} is not divisible by the {n} ranks")
+    return check
 
 
 def run(S: Any) -> dict[str, Any] | None:
     names = parse_strategies(str(S.strategies))
-    faulthandler.dump_traceback_later(float(S.hang_timeout_s), exit=True)
-    world = hd.init(str(S.backend))
-    try:
-        _check_world(S, world.size)
-    except ValueError as err:
-        if world.is_root:
-            print(f"error: {err}", file=sys.stderr)
-        hd.teardown()
-        raise SystemExit(2) from None
+    return hd.run_ranks(lambda world: measure(S, world, names), backend=str(S.backend),
+                        hang_timeout_s=float(S.hang_timeout_s),
+                        check_world=check_world(S))
+
+
+def measure(S: Any, world: hd.World, names: list[str]) -> dict[str, Any]:
+    """Every rank: each strategy against its reference, then the bubble study."""
+    import torch
+
+    from hpcai.parallel import TRANSFORMER, build, drive, reference_run
+    from hpcai.parallel.model import build_model, param_bytes
+    from hpcai.parallel.pipeline import bubble_study
+
     cfg, attn = configs(S)
     B, k, m = int(S.global_batch), int(S.k_steps), int(S.microbatches)
     ref = reference_run(k, B, cfg, world.device)
@@ -144,19 +156,12 @@ def run(S: Any) -> dict[str, Any] | None:
         rows.append(row)
     bubble = bubble_study(world, cfg, int(S.bubble_batch),
                           [int(x) for x in S.bubble_microbatches], int(S.bubble_steps))
-    placement = hd.placement()
-    hd.teardown()
-    faulthandler.cancel_dump_traceback_later()
-    if not world.is_root:
-        return None
     full = build_model(cfg)
     n_params = sum(p.numel() for p in full.parameters())
     return {"rows": rows, "strategies": names, "bubble": bubble,
             "reference_losses": ref.losses, "params": n_params,
             "param_bytes": param_bytes(full), "dtype": str(torch.float32),
             "attn_param_bytes": param_bytes(build_model(attn)),
-            "world": world.size, "ranks": world.size, "backend": world.backend,
-            "device": str(world.device), "placement": placement,
             "max_loss_diff": max(r["max_loss_diff"] for r in rows),
             "max_param_diff": max(r["max_param_diff"] for r in rows)}
 

@@ -141,7 +141,7 @@ def _rank_events(shift: float, overlap: bool) -> list[dict]:
 
 
 def test_timeline_lanes_cut_backward_at_grad_sync():
-    from hpcai.parallel.ddp_plots import timeline_lanes
+    from hpcai.ddp_figures import timeline_lanes
 
     lanes = timeline_lanes(_rank_events(5000, True))
     assert lanes["backward"] == [(0.4, 0.6)]  # 400..1000 us, in ms from the step
@@ -152,7 +152,7 @@ def test_timeline_lanes_cut_backward_at_grad_sync():
 def test_figures_are_byte_identical(tmp_path):
     import matplotlib.pyplot as plt
 
-    from hpcai.parallel.ddp_plots import draw_bucket_sweep, draw_ddp_timeline
+    from hpcai.ddp_figures import draw_bucket_sweep, draw_ddp_timeline
     from hpcai.plotting import savefig, use_style
 
     traces = {"naive": [_rank_events(0, False), _rank_events(3, False)],

@@ -60,7 +60,7 @@ def draw_ddp_timeline(axes: Sequence[Any],
     """One panel per implementation (``traces[impl]`` = the rows of each rank's
     trace, rank 0 first); in each, every rank's lanes, rank 0 on top. ``overlap``
     (per impl, per rank) goes into the panel's title."""
-    from ..plotting import PALETTE
+    from .plotting import PALETTE
 
     colors = {"forward": PALETTE["compute"], "backward": PALETTE["memory"],
               "grad_sync": PALETTE["model"], "optimizer": PALETTE["coordination"],
@@ -89,7 +89,7 @@ def draw_ddp_timeline(axes: Sequence[Any],
 def draw_bucket_sweep(ax: Any, sweep: Sequence[Mapping[str, Any]]) -> Any:
     """Step time (ms, median with IQR bars) against the bucket cap (MiB, log scale) for
     ``torch`` and ``bucketed``; the number of buckets on a second axis. Returns it."""
-    from ..plotting import PALETTE
+    from .plotting import PALETTE
 
     caps = [float(s["bucket_mb"]) for s in sweep]
     for impl, color, marker in (("torch", PALETTE["compute"], "o"),
@@ -101,6 +101,8 @@ def draw_bucket_sweep(ax: Any, sweep: Sequence[Mapping[str, Any]]) -> Any:
                     label="DistributedDataParallel" if impl == "torch" else
                     "bucketed by hand")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(caps, [f"{c:g}" for c in caps])
+    ax.minorticks_off()
     ax.set_xlabel("bucket cap (MiB)")
     ax.set_ylabel("step time, median (ms)")
     ax.set_ylim(bottom=0)
@@ -112,5 +114,5 @@ def draw_bucket_sweep(ax: Any, sweep: Sequence[Mapping[str, Any]]) -> Any:
     twin.grid(False)
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper right")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower left")
     return twin

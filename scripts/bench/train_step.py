@@ -34,19 +34,18 @@ import statistics
 import time
 from typing import Any
 
-import torch
-
 from hpcai.cli import bench_main
-from hpcai.parallel.model import ModelConfig, batch, build_model, loss_fn
-from hpcai.parallel.tracking import measure_peak
-from hpcai.precision import cpu_flags, cpu_units
+
+# torch (and the modules of hpcai that import it) load inside the functions that use
+# them, so --help and a refused value answer before torch loads
 
 # ------------------------------------------------------------------ settings
 SIZES = {
     "smoke": {"precisions": "all", "dim": 256, "hidden": 1024, "n_blocks": 2,
               "batch": 64, "warmup": 2, "timed_steps": 5, "lr": 1e-3},
-    "cpu": {"precisions": "all", "dim": 512, "hidden": 2048, "n_blocks": 4,
-            "batch": 1024, "warmup": 3, "timed_steps": 8, "lr": 1e-3},
+    # small enough for a CPU without bf16 units, where autocast runs many times slower
+    "cpu": {"precisions": "all", "dim": 256, "hidden": 1024, "n_blocks": 2,
+            "batch": 256, "warmup": 2, "timed_steps": 5, "lr": 1e-3},
     "gpu": {"precisions": "all", "dim": 4096, "hidden": 16384, "n_blocks": 4,
             "batch": 2048, "warmup": 5, "timed_steps": 20, "lr": 1e-3},
 }
@@ -71,6 +70,8 @@ def check(S: Any) -> None:
 
 def fp16_skip_reason(device: str) -> str | None:
     """Why fp16 is not run here, or ``None``: a CPU needs an fp16 arithmetic unit."""
+    from hpcai.precision import cpu_flags, cpu_units
+
     if device == "cuda":
         return None
     units = cpu_units(cpu_flags()).get("fp16", [])
@@ -82,6 +83,11 @@ def fp16_skip_reason(device: str) -> str | None:
 
 # ------------------------------------------------------------------ one precision
 def run_precision(precision: str, S: Any, device: str) -> dict[str, Any]:
+    import torch
+
+    from hpcai.parallel.model import ModelConfig, batch, build_model, loss_fn
+    from hpcai.parallel.tracking import measure_peak
+
     cfg = ModelConfig(dim=S.dim, hidden=S.hidden, n_blocks=S.n_blocks)
     net = build_model(cfg, device)
     dtype = torch.bfloat16 if precision == "bf16_weights" else torch.float32
@@ -137,6 +143,10 @@ def run_precision(precision: str, S: Any, device: str) -> dict[str, Any]:
 
 
 def run(S: Any) -> dict[str, Any]:
+    import torch
+
+    from hpcai.precision import cpu_flags, cpu_units
+
     device = "cuda" if S.profile == "gpu" and torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     rows = []

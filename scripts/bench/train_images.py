@@ -46,8 +46,8 @@ from typing import Any
 from hpcai.cli import bench_main
 
 SIZES = {
-    "smoke": {"mode": "sweep", "model": "light", "n_images": 192, "image": 32,
-              "batch": 32, "epochs": 2, "workers": [0, 1, 2], "width": 8, "blocks": 1,
+    "smoke": {"mode": "sweep", "model": "light", "n_images": 128, "image": 32,
+              "batch": 32, "epochs": 2, "workers": [0, 2], "width": 8, "blocks": 1,
               "lr": 0.01, "device": "cpu", "budget_mib": 16, "batch_limit": 4096},
     "cpu": {"mode": "sweep", "model": "light", "n_images": 768, "image": 32,
             "batch": 32, "epochs": 3, "workers": [0, 1, 2], "width": 16, "blocks": 1,
@@ -134,9 +134,12 @@ def rss_max_bytes() -> int:
 def loader(data: Any, S: Any, workers: int, device: Any) -> Any:
     import torch
 
-    g = torch.Generator().manual_seed(0)
+    # the order comes from the sampler's own generator: the loader also draws worker
+    # seeds from its generator, once per iterator, and persistent workers make one
+    gen = torch.Generator().manual_seed(0)
+    order = torch.utils.data.RandomSampler(data, generator=gen)
     return torch.utils.data.DataLoader(
-        data, batch_size=int(S.batch), shuffle=True, num_workers=workers, generator=g,
+        data, batch_size=int(S.batch), sampler=order, num_workers=workers,
         drop_last=True, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0)
 

@@ -34,6 +34,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +141,13 @@ def failure_message(outcome: Outcome, path: Path) -> str:
 
 
 def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache_dir: Path,
-                      timeout: int, keep_going: bool = False) -> list[Outcome]:
+                      timeout: int, keep_going: bool = False, jobs: int = 1) -> list[Outcome]:
     """Steps 3 and 4: execute each notebook once (unless cached) and cache its outputs.
 
-    Returns one outcome per notebook (status ``ok``, ``cached`` or ``FAILED``); stops at the
-    first failure unless ``keep_going``. Writes ``summary.json`` into ``executed_dir``.
+    Returns one outcome per notebook in ``paths`` order (status ``ok``, ``cached`` or
+    ``FAILED``); stops at the first failure unless ``keep_going``. With ``jobs`` > 1 that
+    many notebooks execute at once (each kernel is its own process; the cache is written
+    from this thread only). Writes ``summary.json`` into ``executed_dir``.
     """
     import nbformat
     from jupyter_cache import get_cache
@@ -155,7 +158,8 @@ def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache
     executed_dir.mkdir(parents=True, exist_ok=True)
     cache = get_cache(str(cache_dir))
     config = md_config()
-    outcomes: list[Outcome] = []
+    done: dict[Path, Outcome] = {}
+    todo: list[tuple[Path, Any]] = []
     for path in paths:
         name = shown(path)
         source_nb = read_as_myst_nb(path, config)
@@ -165,30 +169,50 @@ def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache
             hit = True
         except KeyError:
             hit = False
-        if hit:
-            current = target.exists() and code_sources(
-                nbformat.read(target, as_version=4)) == code_sources(source_nb)
-            if not current:  # the cache holds this run; write the executed copy from it
-                _, merged = cache.merge_match_into_notebook(source_nb)
-                nbformat.write(merged, target)
-            print(f"cached    {name} (unchanged since its last execution)", flush=True)
-            outcomes.append(Outcome(name, str(target), "cached", 0.0))
+        if not hit:
+            todo.append((path, source_nb))
             continue
-        print(f"executing {name} at profile {profile} ...", flush=True)
-        outcome = execute(path, profile, executed_dir, timeout, parameters={})
-        outcome.notebook = name
-        outcomes.append(outcome)
-        if outcome.status != "ok":
-            print(f"FAILED    {failure_message(outcome, path)}", flush=True)
-            if not keep_going:
+        current = target.exists() and code_sources(
+            nbformat.read(target, as_version=4)) == code_sources(source_nb)
+        if not current:  # the cache holds this run; write the executed copy from it
+            _, merged = cache.merge_match_into_notebook(source_nb)
+            nbformat.write(merged, target)
+        print(f"cached    {name} (unchanged since its last execution)", flush=True)
+        done[path] = Outcome(name, str(target), "cached", 0.0)
+
+    def run(path: Path) -> Outcome:
+        print(f"executing {shown(path)} at profile {profile} ...", flush=True)
+        return execute(path, profile, executed_dir, timeout, parameters={})
+
+    sources = dict(todo)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        pending = {}
+        queue = [path for path, _ in todo]
+        stop = False
+        while queue or pending:
+            while queue and not stop and len(pending) < max(1, jobs):
+                path = queue.pop(0)
+                pending[pool.submit(run, path)] = path
+            if not pending:
                 break
-            continue
-        executed = nbformat.read(target, as_version=4)
-        nb = with_outputs(source_nb, executed, name)
-        cache.cache_notebook_bundle(
-            CacheBundleIn(nb, str(path), data={"execution_seconds": outcome.seconds}),
-            check_validity=False, overwrite=True)
-        print(f"ok        {name} in {outcome.seconds:.1f} s", flush=True)
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                path = pending.pop(future)
+                outcome = future.result()
+                outcome.notebook = shown(path)
+                done[path] = outcome
+                if outcome.status != "ok":
+                    print(f"FAILED    {failure_message(outcome, path)}", flush=True)
+                    stop = stop or not keep_going
+                    continue
+                target = executed_dir / f"{path.stem}.ipynb"
+                executed = nbformat.read(target, as_version=4)
+                nb = with_outputs(sources[path], executed, outcome.notebook)
+                cache.cache_notebook_bundle(
+                    CacheBundleIn(nb, str(path), data={"execution_seconds": outcome.seconds}),
+                    check_validity=False, overwrite=True)
+                print(f"ok        {outcome.notebook} in {outcome.seconds:.1f} s", flush=True)
+    outcomes = [done[path] for path in paths if path in done]
     write_summary(executed_dir, profile, outcomes)
     return outcomes
 
@@ -240,6 +264,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="execute every notebook even after one fails")
     parser.add_argument("--no-setup", action="store_true",
                         help="never install or start SLURM (step 2)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks executed at once (default 1: measurements want a "
+                             "quiet machine; the smoke tests use 2)")
     parser.add_argument("--check-only", action="store_true",
                         help="only check the profile (step 1) and exit")
     return parser.parse_args(argv)
@@ -252,6 +279,9 @@ def main(argv: list[str] | None = None, notebooks: list[Path] | None = None) -> 
     except ProfileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if ns.jobs < 1:
+        print(f"error: --jobs {ns.jobs}: give a whole number of at least 1", file=sys.stderr)
+        return 2
     if ns.check_only:
         return 0
     out = (ns.out or default_out(profile)).resolve()
@@ -262,7 +292,7 @@ def main(argv: list[str] | None = None, notebooks: list[Path] | None = None) -> 
     executed_dir = out / "_build" / "executed" / profile
     cache_dir = out / "_build" / ".jupyter_cache"
     outcomes = execute_and_cache(paths, profile, executed_dir, cache_dir, ns.timeout,
-                                 keep_going=ns.keep_going)
+                                 keep_going=ns.keep_going, jobs=ns.jobs)
     failed = [o for o in outcomes if o.status == "FAILED"]
     if failed:
         print(f"\nerror: {len(failed)} notebook(s) raised at profile {profile}; "

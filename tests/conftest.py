@@ -53,7 +53,8 @@ class SmokeBook:
 
 @pytest.fixture(scope="session")
 def smoke_book() -> SmokeBook:
-    """Build the whole book at smoke, cold, once: each notebook executes exactly once.
+    """Build the whole book at smoke, cold, once: each notebook executes exactly once
+    (two at a time).
 
     The book build, the per-notebook checks, the classroom bundle and the browser test all
     read this one build; jupyter-book finds every execution in the cache.
@@ -62,7 +63,7 @@ def smoke_book() -> SmokeBook:
     shutil.rmtree(out, ignore_errors=True)  # cold: no cached execution hides a failure
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--profile", "smoke",
-         "--out", str(out), "--strict", "--keep-going", "--no-setup"],
+         "--out", str(out), "--strict", "--keep-going", "--no-setup", "--jobs", "2"],
         capture_output=True, text=True, cwd=ROOT,
     )
     return SmokeBook(out, proc.returncode, proc.stdout + proc.stderr)

@@ -111,6 +111,15 @@ def test_build_book_refuses_a_bad_profile_before_any_work(tmp_path, profile, mes
     assert list(tmp_path.iterdir()) == []
 
 
+def test_build_book_refuses_a_bad_jobs_value_before_any_work(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--profile", "smoke",
+         "--jobs", "0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --jobs 0") and proc.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 # every target with an unknown profile; the GPU check (it imports torch) once
 MAKE_CASES = [(target, *BAD_PROFILES[0]) for target in ("book", "notebooks", "classroom")]
 MAKE_CASES += [("book", *case) for case in BAD_PROFILES[1:]]

@@ -56,7 +56,10 @@ def test_classroom_bundle_passes_nbval(classroom):
     assert compared >= len(ipynbs), "nbval must still compare outputs of non-measuring cells"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-current-env",
-         "--nbval", str(classroom), "--nbval-sanitize-with", str(classroom / "sanitize.cfg")],
+         "--nbval", str(classroom), "--nbval-sanitize-with", str(classroom / "sanitize.cfg"),
+         # two notebooks at a time (each one whole on its worker): kernels often wait on
+         # launches, schedulers and containers, so the pass takes less than one at a time
+         "-n", "2", "--dist", "loadscope"],
         capture_output=True, text=True, cwd=classroom,
     )
     assert proc.returncode == 0, proc.stdout[-6000:]

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the calculator itself needs no torch (nor its import time)
+    import torch
 
 __all__ = ["DTYPE_BYTES", "OPT_COPIES", "Memory", "backward_peak", "divide",
            "dtype_bytes",
@@ -58,8 +60,8 @@ OPT_TEMPS: dict[str, int] = {"sgd": 0, "momentum": 0, "adam": 2, "adamw": 2}
 
 def dtype_bytes(dtype: str | torch.dtype) -> int:
     """Bytes per element of ``dtype`` (``"bf16"``, ``torch.float32``, ...)."""
-    if isinstance(dtype, torch.dtype):
-        return torch.empty((), dtype=dtype).element_size()
+    if not isinstance(dtype, str):  # a torch.dtype knows its size
+        return int(dtype.itemsize)
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of "
                          f"{sorted(DTYPE_BYTES)}")

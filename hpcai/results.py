@@ -62,17 +62,24 @@ def _plain(value: Any) -> Any:
 
 
 def _append(path: Path, entry: dict[str, Any]) -> None:
-    with open(path, "a+", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        text = f.read().strip()
-        rows = json.loads(text) if text else []
-        rows.append(entry)
-        f.seek(0)
-        f.truncate()
-        json.dump(rows, f, indent=1)
-        f.write("\n")
-        fcntl.flock(f, fcntl.LOCK_UN)
+    """Append ``entry`` to the JSON list in ``path``, safe against concurrent writers.
+
+    Writers take an exclusive lock on ``<path>.lock``, read the list, write the new list to a
+    temporary file and rename it over ``path``: a reader never sees a half-written file (two
+    notebooks of one chapter may record at once), nor does an interrupted write leave one.
+    """
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a", encoding="utf-8") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            text = path.read_text(encoding="utf-8").strip() if path.exists() else ""
+            rows = json.loads(text) if text else []
+            rows.append(entry)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def record(

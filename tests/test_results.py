@@ -29,3 +29,24 @@ def test_bad_values_and_keys_are_refused(results_tmp):
         record("test_bad", math.nan, "s")
     with pytest.raises(ValueError, match="letters, digits"):
         record("bad key!", 1.0, "s")
+
+
+def _record_many(args: tuple[str, int]) -> None:
+    import os
+
+    folder, worker = args
+    os.environ["HPCAI_RESULTS_DIR"] = folder
+    for i in range(40):
+        record("test_many", worker * 1000 + i, "count")
+
+
+def test_concurrent_writers_lose_nothing_and_never_leave_half_a_file(results_tmp):
+    # two notebooks of one chapter record into one file at the same time (the smoke book
+    # runs two at once); a reader must never see a partly written list
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(3) as pool:
+        pool.map(_record_many, [(str(results_tmp), w) for w in range(3)])
+    values = sorted(r["value"] for r in json.loads((results_tmp / "test.json").read_text()))
+    assert values == sorted(w * 1000 + i for w in range(3) for i in range(40))
+    assert not list(results_tmp.glob(".*.tmp"))

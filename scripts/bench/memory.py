@@ -19,14 +19,15 @@ one tensor's, as :mod:`hpcai.memcalc` assumes.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hpcai import memcalc
 from hpcai.cli import bench_main
-from hpcai.parallel.model import ModelConfig, batch, build_model, loss_fn
-from hpcai.parallel.tracking import measure_peak
+
+if TYPE_CHECKING:
+    import torch
+# torch and the models are imported in the functions that use them, so that a refused
+# command-line value is answered before the import
 
 # ------------------------------------------------------------------ settings
 SIZES = {
@@ -73,6 +74,8 @@ def check(S: Any) -> None:
 
 
 def make_optimizer(name: str, params: Any) -> torch.optim.Optimizer:
+    import torch
+
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.01, foreach=False)
     if name == "momentum":
@@ -111,6 +114,11 @@ def predict(spec: dict[str, Any], S: Any) -> memcalc.Memory:
 # ------------------------------------------------------------------ the measurement
 def measure(spec: dict[str, Any], S: Any, device: str) -> dict[str, int]:
     """MemTracker's peak snapshot of the first step, and the exact parts after it."""
+    import torch
+
+    from hpcai.parallel.model import ModelConfig, batch, build_model, loss_fn
+    from hpcai.parallel.tracking import measure_peak
+
     seq = S.seq if spec["model"] == "transformer" else 0
     cfg = ModelConfig(dim=S.dim, hidden=S.hidden, n_blocks=S.n_blocks, seq=seq,
                       heads=S.heads)
@@ -149,6 +157,8 @@ NOTES = {
 
 
 def run(S: Any) -> dict[str, Any]:
+    import torch
+
     device = "cuda" if S.profile == "gpu" and torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     rows = []

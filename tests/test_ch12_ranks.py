@@ -27,6 +27,10 @@ def test_every_rank_knows_who_it_is(sampler):
         assert int(e["RANK"]) == e["dist_rank"] == r["rank"]
         assert int(e["WORLD_SIZE"]) == e["dist_world_size"] == 2
     assert len(sampler["log"]) == 2  # rank 0's lines only
+    groups = [r["groups"] for r in sampler["per_rank"]]
+    assert [g["subgroup"] for g in groups] == [[0], [1]]
+    assert [g["world_sum"] for g in groups] == [3.0, 3.0]
+    assert [g["subgroup_sum"] for g in groups] == [1.0, 2.0]
 
 
 def test_shards_and_set_epoch(sampler):

@@ -12,6 +12,9 @@ Run under torchrun, one process per rank (gloo on CPU, NCCL on GPUs):
   ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``, ``MASTER_ADDR``,
   ``MASTER_PORT``, ``TORCHELASTIC_RUN_ID``) and what the process group says
   (``dist.get_rank()``, ``dist.get_world_size()``, the backend);
+* ``groups``: an all-reduce in the default group and in a subgroup made with
+  ``new_group`` (the even ranks, or the odd ones; :func:`groups`), with the sums rank 0
+  checks;
 * ``shards``: for each of ``epochs`` epochs, the indices ``DistributedSampler`` hands
   it, once with ``set_epoch(epoch)`` called before the epoch and once without; and the
   indices with ``drop_last=True``.
@@ -135,6 +138,26 @@ def evaluate(n: int, features: int, seed: int, world: hd.World,
             "local_mean": local_mean}
 
 
+def groups(world: hd.World) -> dict[str, Any]:
+    """The default group and subgroups of it: ``new_group`` with the even ranks and with
+    the odd ones (every rank must call ``new_group`` for every group, in the same order,
+    members or not). One all-reduce of ``rank + 1`` in each group this rank is in."""
+    import torch
+    import torch.distributed as dist
+
+    halves = [list(range(0, world.size, 2)), list(range(1, world.size, 2))]
+    made = [dist.new_group(ranks) if ranks else None for ranks in halves]
+    mine = world.rank % 2
+    dev = torch.device("cuda", torch.cuda.current_device()) \
+        if world.backend == "nccl" else torch.device("cpu")
+    everyone = torch.tensor([world.rank + 1.0], device=dev)
+    dist.all_reduce(everyone)  # the default group: every rank
+    half = torch.tensor([world.rank + 1.0], device=dev)
+    dist.all_reduce(half, group=made[mine])  # only the ranks of my half
+    return {"subgroup": halves[mine], "subgroup_rank": dist.get_rank(made[mine]),
+            "world_sum": float(everyone.item()), "subgroup_sum": float(half.item())}
+
+
 def log0(world: hd.World, lines: list[str], text: str) -> None:
     """Rank-0 logging: only the first rank keeps (and would print) the line."""
     if world.is_root:
@@ -149,7 +172,8 @@ def measure(S: Any, world: hd.World) -> dict[str, Any]:
     env = {k: os.environ.get(k) for k in ENV}
     env.update(dist_rank=dist.get_rank(), dist_world_size=dist.get_world_size(),
                dist_backend=str(dist.get_backend()))
-    mine = {"rank": world.rank, "env": env, "shards": shards(n, world, epochs, seed)}
+    mine = {"rank": world.rank, "env": env, "groups": groups(world),
+            "shards": shards(n, world, epochs, seed)}
     log0(world, lines, f"world of {world.size} over {world.backend}")
     metric = evaluate(n, int(S.features), seed, world, mine["shards"]["set_epoch"][0])
     log0(world, lines, f"eval mse {metric['allreduced']:.6f} over "
@@ -162,6 +186,12 @@ def measure(S: Any, world: hd.World) -> dict[str, Any]:
     if not world.is_root:
         return {}
     per_rank = sorted(everyone, key=lambda r: r["rank"])
+    W = world.size
+    for r in per_rank:  # the sums each group must give
+        g = r["groups"]
+        assert g["world_sum"] == W * (W + 1) / 2, g
+        assert g["subgroup_sum"] == sum(k + 1 for k in g["subgroup"]), g
+        assert g["subgroup"][g["subgroup_rank"]] == r["rank"], g
     checks = shard_checks(n, [r["shards"] for r in per_rank])
     diff = abs(metric["allreduced"] - metric["one_process"])
     assert diff <= 1e-12 and metric["count"] == n, metric

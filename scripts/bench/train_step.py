@@ -41,8 +41,8 @@ from hpcai.cli import bench_main
 
 # ------------------------------------------------------------------ settings
 SIZES = {
-    "smoke": {"precisions": "all", "dim": 256, "hidden": 1024, "n_blocks": 2,
-              "batch": 64, "warmup": 2, "timed_steps": 5, "lr": 1e-3},
+    "smoke": {"precisions": "all", "dim": 128, "hidden": 512, "n_blocks": 2,
+              "batch": 32, "warmup": 2, "timed_steps": 5, "lr": 1e-3},
     # small enough for a CPU without bf16 units, where autocast runs many times slower
     "cpu": {"precisions": "all", "dim": 256, "hidden": 1024, "n_blocks": 2,
             "batch": 256, "warmup": 2, "timed_steps": 5, "lr": 1e-3},

@@ -7,6 +7,7 @@ counts are of the order of the noise."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,18 @@ def test_refused_values_exit_2(script, args, says):
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], lines
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None,
+                    reason="no SLURM cluster: sbatch is not on the PATH "
+                    "(as root: scripts/setup_machine.sh)")
+def test_bench_sbatch_runs_train_images():
+    from hpcai.launch import sbatch
+
+    job = sbatch("scripts/slurm/bench.sbatch",
+                 args=["--workers", "0,1", "--n-images", "64"],
+                 env={"BENCH": "train_images", "PROFILE": "smoke"}, timeout=300)
+    assert job["state"] == "COMPLETED"
+    assert job["bench"] == "train_images" and [r["workers"] for r in job["rows"]] == [0, 1]
+    with open(job["output_file"]) as f:
+        assert "train_images.py" in f.readline()

@@ -77,7 +77,8 @@ def fp16_skip_reason(device: str) -> str | None:
     units = cpu_units(cpu_flags()).get("fp16", [])
     if any("conversions only" not in u for u in units):
         return None
-    return ("this CPU has no fp16 arithmetic unit (only " + (", ".join(units) or
+    return ("this CPU has no fp16 arithmetic unit (its fp16 support: "
+            + (", ".join(units) or
             "none") + "): fp16 would be converted to fp32 around every operation")
 
 

@@ -46,12 +46,8 @@ notebooks: $(STAMP)
 classroom: $(STAMP)
 	$(RUN) scripts/classroom.py --profile $(PROFILE)
 
-# Two workers: while one builds and checks the smoke book, the other runs the rest
-# (TEST_WORKERS=0 runs everything in one process).
-TEST_WORKERS ?= 2
 test: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests \
-	  $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check hpcai scripts figures tests _ext

@@ -102,15 +102,3 @@ def pytest_unconfigure(config):
         reporter.write_sep("-", "skipped for want of a cluster or a GPU")
         for line in lines:
             reporter.write_line(line)
-
-
-# `make test` runs on two xdist workers (--dist loadgroup): each test file stays on one
-# worker (its module fixtures run once), and the files that read the smoke book share a
-# worker, so the book is built once per run.
-BOOK_FILES = {"test_book", "test_notebooks", "test_browser"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        stem = Path(str(item.fspath)).stem
-        item.add_marker(pytest.mark.xdist_group("book" if stem in BOOK_FILES else stem))

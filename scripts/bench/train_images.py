@@ -13,8 +13,10 @@ compute per sample, so the loader sets the pace); ``--model heavy`` is the ResNe
 
 ``--mode sweep`` (the default) measures, in this order:
 
-* ``loader_rate``: samples/s of the DataLoader alone, ``num_workers=0``, no model;
-* ``model_rate``: samples/s of the training step alone, on those batches kept in memory;
+* ``loader_rate``: samples/s of the DataLoader alone, ``num_workers=0``, no model
+  (median of three epochs after a warm-up);
+* ``model_rate``: samples/s of the training step alone, on those batches kept in memory
+  (median of at least three passes after a warm-up, and of enough to fill 0.1 s);
 * one row per ``--workers`` value: a DataLoader with that many persistent worker
   processes feeds the training step for ``epochs`` epochs; each epoch's samples/s counts
   the whole epoch; the first epoch, which also starts the workers, is the warm-up and is
@@ -156,27 +158,40 @@ def sweep(S: Any, device: Any) -> dict[str, Any]:
     build_s = time.perf_counter() - t0
     n_used = (len(data) // int(S.batch)) * int(S.batch)
 
-    # the loader alone: one process decodes, augments and collates (epoch 0 warms up)
+    # the loader alone: one process decodes, augments and collates; epoch 0 warms up,
+    # the median of the next three is the rate
     batches: list[Any] = []
-    for epoch in range(2):
+    load_s: list[float] = []
+    for epoch in range(4):
         data.set_epoch(epoch)
         t0 = time.perf_counter()
         batches = list(loader(data, S, 0, device))
-        load_s = time.perf_counter() - t0
-    loader_rate = n_used / load_s
+        if epoch > 0:
+            load_s.append(time.perf_counter() - t0)
+    loader_rate = n_used / statistics.median(load_s)
 
     # the model alone, on those batches already in memory (one warm-up pass)
     net = build_model(S, device)
     step, opt = make_step(net, float(S.lr))
     dev_batches = [(x.to(device), y.to(device)) for x, y in batches]
-    for _ in range(2):
+    # a pass of the light model lasts well under a millisecond: one pass read once is
+    # at the mercy of the scheduler, so take the median of at least three passes, and of
+    # as many as fill a tenth of a second
+    pass_s: list[float] = []
+    spent = 0.0
+    for i in range(1000):
         sync()
         t0 = time.perf_counter()
         for x, y in dev_batches:
             step(x, y)
         sync()
-        model_s = time.perf_counter() - t0
-    model_rate = n_used / model_s
+        dt = time.perf_counter() - t0
+        if i > 0:  # the first pass is the warm-up
+            pass_s.append(dt)
+            spent += dt
+        if len(pass_s) >= 3 and spent >= 0.1:
+            break
+    model_rate = n_used / statistics.median(pass_s)
     del dev_batches, batches
 
     cores = os.cpu_count() or 1

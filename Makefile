@@ -46,8 +46,12 @@ notebooks: $(STAMP)
 classroom: $(STAMP)
 	$(RUN) scripts/classroom.py --profile $(PROFILE)
 
+# Two workers: while one builds and checks the smoke book, the other runs every other
+# test file (tests/conftest.py schedules them); TEST_WORKERS=0 runs all in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests \
+	  $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check hpcai scripts figures tests _ext

@@ -102,3 +102,31 @@ def pytest_unconfigure(config):
         reporter.write_sep("-", "skipped for want of a cluster or a GPU")
         for line in lines:
             reporter.write_line(line)
+
+
+# `make test` runs on two pytest-xdist workers. Each test file stays on one worker, so its
+# module fixtures run once; the files that read the smoke book form one unit, so the book
+# is built once, and that unit is collected first, since it is the longest: while one
+# worker builds and checks the book, the other runs every other file.
+BOOK_FILES = frozenset({"test_book", "test_notebooks", "test_browser"})
+
+
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "book" if Path(path).stem in BOOK_FILES else path
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _scope(item.nodeid) != "book")  # stable: order kept
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Scheduling by :func:`_scope` (xdist's ``--dist loadgroup`` ignored the marks here)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BookThenFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection order: the book first
+    return BookThenFiles(config, log)

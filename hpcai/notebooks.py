@@ -19,6 +19,9 @@ from typing import Any
 from .profiles import PROFILES, ProfileError, check_profile
 
 ROOT = Path(__file__).resolve().parent.parent
+# Seconds a kernel may take to start (papermill, nbval): 60 s, their default, is not always
+# enough on two busy cores.
+KERNEL_START_S = 300
 
 
 @dataclass
@@ -96,6 +99,9 @@ def execute(path: Path, profile: str, out_dir: Path, timeout: int,
             str(source), str(output), parameters=parameters,
             cwd=str(path.parent), kernel_name="python3", progress_bar=False,
             execution_timeout=timeout, log_output=False,
+            # papermill's default of 60 s for a kernel to start is not enough on two
+            # cores running two builds and a test suite beside it
+            start_timeout=KERNEL_START_S,
         )
         status, error = "ok", ""
     except Exception as err:  # noqa: BLE001 - the batch goes on and reports

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from classroom import main as classroom_main
 
-from hpcai.notebooks import execute, toc_notebooks
+from hpcai.notebooks import KERNEL_START_S, execute, toc_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSROOM = ROOT / "_build" / "test" / "classroom"
@@ -59,7 +59,8 @@ def test_classroom_bundle_passes_nbval(classroom):
          "--nbval", str(classroom), "--nbval-sanitize-with", str(classroom / "sanitize.cfg"),
          # two notebooks at a time (each one whole on its worker): kernels often wait on
          # launches, schedulers and containers, so the pass takes less than one at a time
-         "-n", "2", "--dist", "loadscope"],
+         "-n", "2", "--dist", "loadscope",
+         "--nbval-kernel-startup-timeout", str(KERNEL_START_S)],
         capture_output=True, text=True, cwd=classroom,
     )
     assert proc.returncode == 0, proc.stdout[-6000:]

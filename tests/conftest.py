@@ -3,11 +3,13 @@ built once at the smoke profile."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -51,22 +53,40 @@ class SmokeBook:
         return getattr(self, key)
 
 
+# One id per test run, shared by its xdist workers (a plain run makes its own).
+RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
+
+
 @pytest.fixture(scope="session")
 def smoke_book() -> SmokeBook:
-    """Build the whole book at smoke, cold, once: each notebook executes exactly once
-    (two at a time).
+    """Build the whole book at smoke, cold, once per test run: each notebook executes
+    exactly once (two at a time).
 
     The book build, the per-notebook checks, the classroom bundle and the browser test all
-    read this one build; jupyter-book finds every execution in the cache.
+    read this one build; jupyter-book finds every execution in the cache. Under xdist the
+    first worker to ask builds it while holding a lock; a worker that asks later waits for
+    the lock and reads the same build (``book.json`` beside it names the run).
     """
     out = ROOT / "_build" / "test" / "book"
-    shutil.rmtree(out, ignore_errors=True)  # cold: no cached execution hides a failure
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--profile", "smoke",
-         "--out", str(out), "--strict", "--keep-going", "--no-setup", "--jobs", "2"],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    return SmokeBook(out, proc.returncode, proc.stdout + proc.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = out.parent / "book.json"
+    with open(out.parent / "book.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            built = json.loads(done.read_text())
+            if built["run"] == RUN_ID:
+                return SmokeBook(out, built["returncode"], built["log"])
+        done.unlink(missing_ok=True)
+        shutil.rmtree(out, ignore_errors=True)  # cold: no cached execution hides a failure
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--profile", "smoke",
+             "--out", str(out), "--strict", "--keep-going", "--no-setup", "--jobs", "2"],
+            capture_output=True, text=True, cwd=ROOT,
+        )
+        log = proc.stdout + proc.stderr
+        done.write_text(json.dumps({"run": RUN_ID, "returncode": proc.returncode,
+                                    "log": log}))
+    return SmokeBook(out, proc.returncode, log)
 
 
 @pytest.fixture
@@ -105,10 +125,13 @@ def pytest_unconfigure(config):
 
 
 # `make test` runs on two pytest-xdist workers. Each test file stays on one worker, so its
-# module fixtures run once; the files that read the smoke book form one unit, so the book
-# is built once, and that unit is collected first, since it is the longest: while one
-# worker builds and checks the book, the other runs every other file.
-BOOK_FILES = frozenset({"test_book", "test_notebooks", "test_browser"})
+# module fixtures run once. The two files that read the smoke book's HTML form one unit,
+# collected first since the build is the longest task: one worker builds the book while
+# the other runs the other files; the classroom check (test_notebooks.py), which
+# executes every notebook again, comes last, on whichever worker is free, reading the
+# same build (smoke_book waits for it).
+BOOK_FILES = frozenset({"test_book", "test_browser"})
+LAST_FILES = frozenset({"test_notebooks"})
 
 
 def _scope(nodeid: str) -> str:
@@ -116,8 +139,13 @@ def _scope(nodeid: str) -> str:
     return "book" if Path(path).stem in BOOK_FILES else path
 
 
+def _order(item: pytest.Item) -> int:
+    stem = Path(item.nodeid.split("::", 1)[0]).stem
+    return 0 if stem in BOOK_FILES else 2 if stem in LAST_FILES else 1
+
+
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: _scope(item.nodeid) != "book")  # stable: order kept
+    items.sort(key=_order)  # stable: the order within each group is kept
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -128,5 +156,5 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return _scope(nodeid)
 
-    config.option.loadscopereorder = False  # keep the collection order: the book first
+    config.option.loadscopereorder = False  # keep the collection order
     return BookThenFiles(config, log)

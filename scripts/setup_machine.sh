@@ -8,7 +8,8 @@
 # System packages (installed with apt-get only when missing): gcc and make for the C kernels,
 # slurm-wlm and munge for the local SLURM cluster, podman, runc, crun and debootstrap for the
 # containers, hwloc for chapter 2's topology and perf (Debian's linux-perf, Ubuntu's
-# linux-tools-common) for chapter 5's profilers. Then `scripts/local_slurm.sh up --nodes N` starts that cluster (default N=2: nodes
+# linux-tools-common) for chapter 5's profilers, openssh-server, rsync and sshfs for the SSH
+# appendix (scripts/local_sshd.sh starts its own sshd on 127.0.0.1; nothing listens on 22). Then `scripts/local_slurm.sh up --nodes N` starts that cluster (default N=2: nodes
 # n1 and n2 on this one machine) and `scripts/containers.sh` makes chapter 3's base image (once,
 # with debootstrap) and the slim image on it. Running it again
 # changes nothing. `make book` runs it by itself when it runs as root on Debian or Ubuntu;
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(gcc make slurm-wlm munge podman runc crun debootstrap hwloc)
+PACKAGES=(gcc make slurm-wlm munge podman runc crun debootstrap hwloc openssh-server rsync sshfs)
 if grep -qs '^ID=ubuntu' /etc/os-release; then PACKAGES+=(linux-tools-common)
 else PACKAGES+=(linux-perf); fi
 NODES="${HPCAI_SLURM_NODES:-2}"

@@ -54,7 +54,7 @@ SIZES = {
               "compile": 0, "lr": 3e-4, "seed": 0, "peak_fp32_gflops": 0.0,
               "peak_bf16_gflops": 0.0, "device": "cpu"},
     "cpu": {"hidden": 128, "layers": 2, "heads": 2, "vocab": 2048, "seq": 512,
-            "batch": 2, "budget_mib": 256, "max_batch": 32, "warmup": 1, "steps": 3,
+            "batch": 2, "budget_mib": 256, "max_batch": 32, "warmup": 2, "steps": 5,
             "compile": 1, "lr": 3e-4, "seed": 0, "peak_fp32_gflops": 0.0,
             "peak_bf16_gflops": 0.0, "device": "cpu"},
     "gpu": {"hidden": 2048, "layers": 16, "heads": 32, "vocab": 32000, "seq": 1024,

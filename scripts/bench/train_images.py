@@ -8,7 +8,8 @@ the largest batch that fits.
 
 The data set is :class:`hpcai.pipeline.EncodedImages`: PNG bytes in memory, decoded and
 augmented in every ``__getitem__``. ``--model light`` is a linear classifier (almost no
-compute per sample, so the loader sets the pace); ``--model heavy`` is the ResNet of
+compute per sample, so the loader sets the pace; on a CPU it runs on one thread, which is all
+one small product can use); ``--model heavy`` is the ResNet of
 :mod:`hpcai.resnet` (GroupNorm), whose compute dwarfs the decoding.
 
 ``--mode sweep`` (the default) measures, in this order:
@@ -266,12 +267,22 @@ def run(S: Any) -> dict[str, Any]:
         want = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(want)
     torch.manual_seed(0)
-    out = sweep(S, device) if S.mode == "sweep" else maxbatch(S, device)
-    net = build_model(S, device)
+    threads = torch.get_num_threads()
+    if S.model == "light" and device.type == "cpu":
+        # One product of (batch, 3 H W) by (3 H W, 10) has nothing to share between
+        # threads, and on busy cores each parallel region waits for a thread the
+        # scheduler has put aside: under load two threads made this step a hundred
+        # times slower than one.
+        torch.set_num_threads(1)
+    try:
+        out = sweep(S, device) if S.mode == "sweep" else maxbatch(S, device)
+        net = build_model(S, device)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)  # run() may be called in a notebook's kernel
     return {**out, "mode": str(S.mode), "model": str(S.model), "device": str(device),
             "params": sum(p.numel() for p in net.parameters()),
-            "torch_threads": torch.get_num_threads(),
-            "load_average": list(os.getloadavg())}
+            "torch_threads": used, "load_average": list(os.getloadavg())}
 
 
 if __name__ == "__main__":

@@ -106,7 +106,8 @@ def token_batch(step: int, batch: int, seq: int, vocab: int, device: Any,
 def make_adamw(params: Any, kind: str, lr: float = 3e-4) -> tuple[Any, str]:
     """AdamW in implementation ``kind``; returns it and the implementation it got.
 
-    ``default`` lets PyTorch choose (a loop over the tensors on a CPU); ``foreach``
+    ``default`` lets PyTorch choose (a loop over the tensors on a CPU, ``foreach`` on
+    a GPU); ``foreach``
     groups the tensors into a few multi-tensor kernels; ``fused`` runs the whole update
     in one kernel per group where this PyTorch supports it on this device, else it
     falls back to ``foreach`` and says so."""
@@ -122,7 +123,10 @@ def make_adamw(params: Any, kind: str, lr: float = 3e-4) -> tuple[Any, str]:
             return opt, f"foreach (fused refused: {str(err).splitlines()[0][:80]})"
     if kind == "foreach":
         return torch.optim.AdamW(params, lr=lr, foreach=True), "foreach"
-    return torch.optim.AdamW(params, lr=lr, foreach=False), "for-loop"
+    on_cuda = bool(params) and params[0].device.type == "cuda"
+    # PyTorch's own choice: the multi-tensor path for CUDA tensors, a loop otherwise
+    return torch.optim.AdamW(params, lr=lr), ("default (foreach)" if on_cuda
+                                              else "default (for-loop)")
 
 
 def make_step(model: Any, opt: Any, precision: str, device_type: str,
@@ -217,12 +221,13 @@ def _matmul_peak(dtype: str, device: Any, n: int = 1024, repeats: int = 5) -> fl
     return 2 * n**3 / best
 
 
-def peak_flops(dtype: str, device: Any, n: int = 1024) -> tuple[float, str]:
+def peak_flops(dtype: str, device: Any, n: int | None = None) -> tuple[float, str]:
     """This machine's ceiling in FLOP/s for ``dtype`` (``float32`` or ``bfloat16``).
 
     On a CPU, chapter 1's recorded GEMM peak for the same machine when there is one;
     otherwise (and always on a GPU) the best of a few ``n x n`` ``torch.matmul``
-    products measured now. Returns the rate and where it came from."""
+    products measured now (``n``: 1024 on a CPU, 8192 on a GPU, whose peak needs large
+    products). Returns the rate and where it came from."""
     import torch
 
     from hpcai.measure import machine
@@ -233,4 +238,5 @@ def peak_flops(dtype: str, device: Any, n: int = 1024) -> tuple[float, str]:
         here = machine()
         if rec and rec.get("machine", {}).get("cpu") == here.get("cpu"):
             return float(rec["value"]) * 1e9, "chapter 1's GEMM record"
+    n = n or (8192 if torch.device(device).type == "cuda" else 1024)
     return _matmul_peak(dtype, device, n), f"torch.matmul n={n} measured here"

@@ -22,7 +22,8 @@ RUNGS = ["fp32_eager", "largest_batch", "bf16_autocast", "bf16_weights", "sdpa",
 
 
 def _run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def _json(cmd: list[str]) -> dict:

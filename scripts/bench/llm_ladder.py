@@ -105,7 +105,8 @@ class Ladder:
         self.cfg = {a: llama_config(int(S.hidden), int(S.layers), int(S.heads),
                                     int(S.vocab), self.seq, a)
                     for a in ("eager", "sdpa")}
-        self.flops_per_token = llmcost.train_flops_per_token(self.cfg["eager"], self.seq)
+        self.flops_per_token = llmcost.train_flops_per_token(self.cfg["eager"],
+                                                             self.seq)
         self.params = llmcost.param_count(self.cfg["eager"])["total"]
         self.peaks: dict[str, dict[str, Any]] = {}
         for prec, dtype, knob in (("fp32", "float32", S.peak_fp32_gflops),

@@ -24,8 +24,8 @@ For each of ``strategies``:
   per layer when needed).
 
 A row of ``runs`` holds ``tokens_per_s`` (all ranks, ``global_batch * seq`` over the
-median of the slowest rank's step times after ``warmup`` steps), ``tokens_per_s_per_process``,
-``median_s``, ``iqr_s``, ``peak_bytes_per_process`` (MemTracker's peak of the first
+median of the slowest rank's step times after ``warmup`` steps),
+``tokens_per_s_per_process``, ``median_s``, ``iqr_s``, ``peak_bytes_per_process`` (MemTracker's peak of the first
 step on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU; the largest over ranks),
 ``losses`` (the global loss of every step, the mean of the ranks' losses) and
 ``max_loss_diff`` against one process trained on the same global batches

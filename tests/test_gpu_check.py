@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 BENCH = ROOT / "scripts" / "bench"
 # What the GPU machine's Python offers besides the standard library (the brief of `make
-# gpu-check`): anything else a benchmark imports must be optional.
-GPU_MACHINE = {"torch", "numpy", "numba", "llvmlite", "mpi4py", "matplotlib", "hpcai"}
+# gpu-check`, which names transformers; tokenizers, safetensors and huggingface_hub are
+# transformers' own requirements): anything else a benchmark imports must be optional.
+GPU_MACHINE = {"torch", "numpy", "numba", "llvmlite", "mpi4py", "matplotlib", "hpcai",
+               "transformers", "tokenizers", "safetensors", "huggingface_hub"}
 NOT_THERE = ("IPython", "ipykernel", "jupyter_client", "myst_nb", "papermill", "jupytext",
              "nbformat", "psutil", "scipy", "yaml", "pandas", "sklearn", "threadpoolctl")
 no_gpu_here = pytest.mark.skipif(has_cuda(), reason="checks the refusal on machines without "

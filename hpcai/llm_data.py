@@ -1,21 +1,21 @@
-"""Local corpora, a BPE tokenizer trained on them, and folders moved with checksums (ch. 14).
+"""Local corpora, a BPE tokenizer trained on them, folders moved with checksums (ch. 14).
 
-A cluster's compute nodes usually cannot reach the internet, so chapter 14 never downloads
-anything: its text ships with the machine or with the repository, its tokenizer is trained
-here, and its model is built from a configuration. This module holds the parts that are not
-about the model:
+A cluster's compute nodes usually cannot reach the internet, so chapter 14 never
+downloads anything: its text ships with the machine or with the repository, its
+tokenizer is trained here, and its model is built from a configuration. This module
+holds the parts that are not about the model:
 
 * :func:`stdlib_corpus` -- the Python standard library's own ``*.py`` files (the folder
   ``sysconfig.get_paths()["stdlib"]``), in sorted order, cut at a fixed number of
   characters: the *pretraining* corpus. Any Python installation has it.
-* :func:`book_corpus` -- the book's own chapters (``book/*.md``, sorted), cut the same way:
-  the *fine-tuning* corpus, prose with some code and mathematics instead of code.
+* :func:`book_corpus` -- the book's own chapters (``book/*.md``, sorted), cut the same
+  way: the *fine-tuning* corpus, prose with some code and mathematics instead of code.
 * :func:`split_held_out` -- the last fraction of a corpus kept back for perplexity.
-* :func:`train_bpe` -- a byte-level BPE tokenizer (Sennrich et al.; the byte-level alphabet
-  of GPT-2) trained with the ``tokenizers`` library and wrapped as a
+* :func:`train_bpe` -- a byte-level BPE tokenizer (Sennrich et al.; the byte-level
+  alphabet of GPT-2) trained with the ``tokenizers`` library and wrapped as a
   ``PreTrainedTokenizerFast`` so that ``save_pretrained`` / ``from_pretrained`` work.
-* :func:`checksums`, :func:`transfer` -- the SHA-256 of every file of a folder, and a copy
-  to another folder (as to a cluster's file system) verified against them.
+* :func:`checksums`, :func:`transfer` -- the SHA-256 of every file of a folder, and a
+  copy to another folder (as to a cluster's file system) verified against them.
 
 ``tokenizers`` and ``transformers`` are imported inside the functions that use them, so
 that importing this module stays cheap.
@@ -47,22 +47,27 @@ class Corpus:
 
     @property
     def sha256(self) -> str:
-        """SHA-256 of the text (UTF-8): two runs that report the same one used the same."""
+        """SHA-256 of the text (UTF-8): runs that report the same one used the same."""
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     def describe(self) -> dict[str, Any]:
         """The corpus in a JSON-friendly form (without the text)."""
-        return {"name": self.name, "root": self.root, "n_files": len(self.files),
-                "first_file": self.files[0] if self.files else None,
-                "last_file": self.files[-1] if self.files else None,
-                "chars": len(self.text), "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "root": self.root,
+            "n_files": len(self.files),
+            "first_file": self.files[0] if self.files else None,
+            "last_file": self.files[-1] if self.files else None,
+            "chars": len(self.text),
+            "sha256": self.sha256,
+        }
 
 
 def gather(name: str, root: Path, paths: list[Path], max_chars: int) -> Corpus:
     """Concatenate ``paths`` (already in a fixed order) until ``max_chars`` characters.
 
-    Files are joined with a blank line; the last file is cut so that the text has exactly
-    ``max_chars`` characters (or fewer if all the files together are shorter).
+    Files are joined with a blank line; the last file is cut so that the text has
+    exactly ``max_chars`` characters (or fewer if all the files together are shorter).
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be positive, got {max_chars}")
@@ -86,7 +91,7 @@ def stdlib_root() -> Path:
 
 
 def stdlib_corpus(max_chars: int, skip_files: int = 0) -> Corpus:
-    """The standard library's top-level ``*.py`` files, sorted by name, cut at ``max_chars``.
+    """The standard library's top-level ``*.py`` files, sorted, cut at ``max_chars``.
 
     ``skip_files`` starts further down the sorted list (a second, disjoint subset).
     """
@@ -98,7 +103,7 @@ def stdlib_corpus(max_chars: int, skip_files: int = 0) -> Corpus:
 
 
 def book_corpus(max_chars: int) -> Corpus:
-    """The book's chapter pages (``book/*.md``, sorted by name), cut at ``max_chars``."""
+    """The book's chapter pages (``book/*.md``, sorted), cut at ``max_chars``."""
     root = repo_root()
     paths = sorted((root / "book").glob("*.md"))
     if not paths:
@@ -131,33 +136,41 @@ def chunks(text: str, size: int = 4096) -> list[str]:
 def train_bpe(text: str, vocab_size: int) -> Any:
     """A byte-level BPE tokenizer trained on ``text``, as a ``PreTrainedTokenizerFast``.
 
-    The alphabet is the 256 byte symbols of GPT-2's byte-level scheme, so any text can be
-    encoded without an unknown token; ``vocab_size`` (at least 256 plus the three special
-    tokens ``<pad>``, ``<s>``, ``</s>``) leaves room for the merges learned from ``text``.
+    The alphabet is the 256 byte symbols of GPT-2's byte-level scheme, so any text can
+    be encoded without an unknown token; ``vocab_size`` (at least 256 plus the three
+    special tokens ``<pad>``, ``<s>``, ``</s>``) leaves room for the merges learned from
+    ``text``.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     floor = 256 + len(SPECIAL_TOKENS)
     if vocab_size < floor:
-        raise ValueError(f"vocab_size must be at least {floor} (256 bytes + "
-                         f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be at least {floor} (256 bytes + "
+            f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(chunks(text), trainer=trainer)
     return wrap_tokenizer(tok)
 
 
 def wrap_tokenizer(tok: Any) -> Any:
-    """A ``tokenizers.Tokenizer`` as a ``PreTrainedTokenizerFast`` with the book's tokens."""
+    """A ``tokenizers.Tokenizer`` as a ``PreTrainedTokenizerFast`` (the book's tokens)."""
     from transformers import PreTrainedTokenizerFast
 
     pad, bos, eos = SPECIAL_TOKENS
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, bos_token=bos,
-                                   eos_token=eos)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=pad, bos_token=bos, eos_token=eos
+    )
 
 
 def checksums(folder: str | Path) -> dict[str, str]:
@@ -199,8 +212,13 @@ def transfer(src: str | Path, dst: str | Path) -> dict[str, Any]:
         digest, name = line.split("  ", 1)
         expected[name] = digest
     got = {k: v for k, v in checksums(dst).items() if k != "SHA256SUMS"}
-    bad = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+    bad = sorted(
+        k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k)
+    )
     if bad:
         raise RuntimeError(f"transfer {src} -> {dst}: checksums differ for {bad}")
-    return {"files": len(got), "bytes": sum((dst / k).stat().st_size for k in got),
-            "manifest": expected}
+    return {
+        "files": len(got),
+        "bytes": sum((dst / k).stat().st_size for k in got),
+        "manifest": expected,
+    }

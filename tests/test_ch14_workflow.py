@@ -1,9 +1,9 @@
-"""Chapter 14: the offline LLM workflow (scripts/bench/llm_workflow.py) and hpcai.llm_data.
+"""Chapter 14: the offline LLM workflow (scripts/bench/llm_workflow.py), hpcai.llm_data.
 
 The script runs once at smoke (module fixture) and once more inside a network namespace
 with no network at all (``unshare -n``), where it must succeed just the same; both runs
-must halve the held-out perplexity. The save -> transfer -> load round trip is checked in
-this process: same token ids, bit-identical logits.
+must halve the held-out perplexity. The save -> transfer -> load round trip is checked
+in this process: same token ids, bit-identical logits.
 """
 
 from __future__ import annotations
@@ -21,17 +21,21 @@ from hpcai.launch import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench" / "llm_workflow.py"
-NO_NET_PROBE = ("import socket\n"
-                "try:\n"
-                "    socket.create_connection(('192.0.2.1', 80), timeout=2)\n"
-                "except OSError:\n"
-                "    pass\n"
-                "else:\n"
-                "    raise SystemExit('the namespace reached the network')\n")
+NO_NET_PROBE = (
+    "import socket\n"
+    "try:\n"
+    "    socket.create_connection(('192.0.2.1', 80), timeout=2)\n"
+    "except OSError:\n"
+    "    pass\n"
+    "else:\n"
+    "    raise SystemExit('the namespace reached the network')\n"
+)
 
 
 def _run(cmd: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _json(p: subprocess.CompletedProcess[str]) -> dict:
@@ -40,7 +44,10 @@ def _json(p: subprocess.CompletedProcess[str]) -> dict:
 
 
 def _check_workflow(res: dict) -> None:
-    assert res["ppl_after"] < res["ppl_before"] / 2, (res["ppl_before"], res["ppl_after"])
+    assert res["ppl_after"] < res["ppl_before"] / 2, (
+        res["ppl_before"],
+        res["ppl_after"],
+    )
     assert isinstance(res["generated"], str) and res["generated"].startswith("def ")
     assert res["tokens_per_s"] > 0 and res["infer_tokens_per_s"] > 0
     assert res["roundtrip_max_abs_diff"] == 0.0 and res["roundtrip_same_ids"]
@@ -69,8 +76,10 @@ def _unshare_missing() -> str | None:
         return "no `unshare` on the PATH (util-linux); the offline run needs it"
     p = _run(["unshare", "-n", "true"], timeout=30)
     if p.returncode != 0:
-        return ("`unshare -n true` failed (a new network namespace needs root or "
-                f"unprivileged user namespaces): {p.stderr.strip()}")
+        return (
+            "`unshare -n true` failed (a new network namespace needs root or "
+            f"unprivileged user namespaces): {p.stderr.strip()}"
+        )
     return None
 
 
@@ -80,8 +89,19 @@ def test_workflow_runs_without_any_network():
         pytest.skip(why)
     probe = _run(["unshare", "-n", sys.executable, "-c", NO_NET_PROBE], timeout=30)
     assert probe.returncode == 0, probe.stderr  # there is no network in there
-    res = _json(_run(["unshare", "-n", sys.executable, str(SCRIPT), "--profile", "smoke",
-                      "--json"]))
+    res = _json(
+        _run(
+            [
+                "unshare",
+                "-n",
+                sys.executable,
+                str(SCRIPT),
+                "--profile",
+                "smoke",
+                "--json",
+            ]
+        )
+    )
     _check_workflow(res)
 
 
@@ -116,8 +136,10 @@ def test_corpora_are_deterministic_and_split_at_a_line():
     a, b = ld.stdlib_corpus(30_000), ld.stdlib_corpus(30_000)
     assert a.sha256 == b.sha256 and len(a.text) == 30_000
     assert list(a.files) == sorted(a.files)
-    assert ld.stdlib_corpus(30_000, skip_files=3).files[0] == \
-        sorted(p.name for p in ld.stdlib_root().glob("*.py"))[3]
+    assert (
+        ld.stdlib_corpus(30_000, skip_files=3).files[0]
+        == sorted(p.name for p in ld.stdlib_root().glob("*.py"))[3]
+    )
     train, held = ld.split_held_out(a.text, 0.1)
     assert train + held == a.text and train.endswith("\n")
     assert 0.05 < len(held) / len(a.text) < 0.15
@@ -125,10 +147,15 @@ def test_corpora_are_deterministic_and_split_at_a_line():
     assert book.files[0].startswith("book/") and len(book.text) == 10_000
 
 
-@pytest.mark.parametrize("args,knob", [(["--vocab", "100"], "--vocab"),
-                                       (["--device", "tpu"], "--device"),
-                                       (["--hidden", "50"], "--hidden"),
-                                       (["--held-out", "0.7"], "--held-out")])
+@pytest.mark.parametrize(
+    "args,knob",
+    [
+        (["--vocab", "100"], "--vocab"),
+        (["--device", "tpu"], "--device"),
+        (["--hidden", "50"], "--hidden"),
+        (["--held-out", "0.7"], "--held-out"),
+    ],
+)
 def test_bad_input_is_refused_before_any_work(args, knob):
     p = _run([sys.executable, str(SCRIPT), "--profile", "smoke", *args], timeout=60)
     assert p.returncode == 2, p.stderr

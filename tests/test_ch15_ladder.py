@@ -89,6 +89,7 @@ def test_two_processes_match_one(scaling):
 
 @pytest.mark.parametrize("script, args, says", [
     (LADDER, ["--compile", "2"], "--compile"),
+    (LADDER, ["--fresh-cache", "3"], "--fresh-cache"),
     (LADDER, ["--hidden", "65"], "--heads"),
     (LADDER, ["--batch", "64"], "--max-batch"),
     (LADDER, ["--device", "tpu"], "--device"),

@@ -22,8 +22,9 @@ thing against the rung it is ``built_on`` and is measured the same way:
 7. ``checkpointing``: ``gradient_checkpointing_enable()`` on rung 6 (memory against
    time; not carried further);
 8. ``compile``: rung 6 with the model under ``torch.compile`` (``compile_s``, the
-   first step minus a steady one, is reported and not in tokens/s); ``--compile 0``
-   skips it with the reason;
+   first step minus a steady one, is reported and not in tokens/s; Inductor's on-disk
+   cache is a fresh temporary directory, so it is a cold compile, unless
+   ``--fresh-cache 0``); ``--compile 0`` skips it with the reason;
 9. ``fused_adamw``: ``torch.optim.AdamW(fused=True)`` where this PyTorch supports it
    on this device, else ``foreach`` (``optimizer`` says which).
 
@@ -40,6 +41,7 @@ rungs here; on a GPU, SDPA dispatches to a flash-attention kernel by itself.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -51,16 +53,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SIZES = {
     "smoke": {"hidden": 64, "layers": 2, "heads": 2, "vocab": 512, "seq": 128,
               "batch": 2, "budget_mib": 12, "max_batch": 4, "warmup": 0, "steps": 3,
-              "compile": 0, "lr": 3e-4, "seed": 0, "peak_fp32_gflops": 0.0,
-              "peak_bf16_gflops": 0.0, "device": "cpu"},
+              "compile": 0, "fresh_cache": 1, "lr": 3e-4, "seed": 0,
+              "peak_fp32_gflops": 0.0, "peak_bf16_gflops": 0.0, "device": "cpu"},
     "cpu": {"hidden": 128, "layers": 2, "heads": 2, "vocab": 2048, "seq": 512,
             "batch": 2, "budget_mib": 256, "max_batch": 32, "warmup": 2, "steps": 5,
-            "compile": 1, "lr": 3e-4, "seed": 0, "peak_fp32_gflops": 0.0,
-            "peak_bf16_gflops": 0.0, "device": "cpu"},
+            "compile": 1, "fresh_cache": 1, "lr": 3e-4, "seed": 0,
+            "peak_fp32_gflops": 0.0, "peak_bf16_gflops": 0.0, "device": "cpu"},
     "gpu": {"hidden": 2048, "layers": 16, "heads": 32, "vocab": 32000, "seq": 1024,
             "batch": 4, "budget_mib": 0, "max_batch": 64, "warmup": 3, "steps": 10,
-            "compile": 1, "lr": 3e-4, "seed": 0, "peak_fp32_gflops": 0.0,
-            "peak_bf16_gflops": 0.0, "device": "cuda"},
+            "compile": 1, "fresh_cache": 1, "lr": 3e-4, "seed": 0,
+            "peak_fp32_gflops": 0.0, "peak_bf16_gflops": 0.0, "device": "cuda"},
 }
 SIZES["cluster"] = SIZES["cpu"]
 CHOICES = {"device": ("cpu", "cuda")}
@@ -72,8 +74,9 @@ COMPILE_SKIP = ("--compile 0: a cold torch.compile of the model's forward and ba
 
 
 def check(S: Any) -> None:
-    if int(S.compile) not in (0, 1):
-        raise ValueError(f"--compile must be 0 or 1, got {S.compile}")
+    if int(S.compile) not in (0, 1) or int(S.fresh_cache) not in (0, 1):
+        raise ValueError(f"--compile and --fresh-cache must be 0 or 1, got "
+                         f"{S.compile} and {S.fresh_cache}")
     if int(S.hidden) % int(S.heads):
         raise ValueError(f"--hidden {S.hidden} must be a multiple of --heads {S.heads}")
     if int(S.batch) > int(S.max_batch):
@@ -218,6 +221,10 @@ def run(S: Any) -> dict[str, Any]:
 
     from hpcai.llm_train import StepConfig
 
+    if int(S.compile) and int(S.fresh_cache):  # a cold compile, as a new job pays it
+        cache = tempfile.mkdtemp(prefix="hpcai-inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        torch._dynamo.reset()
     torch.manual_seed(int(S.seed))
     L = Ladder(S)
     rows: list[dict[str, Any]] = []

@@ -120,17 +120,19 @@ EOF
         >"$DIR/client/known_hosts"
 }
 
-# watch_owner PID: a small background loop that stops sshd once process PID is gone
+# watch_owner PID: a small background loop that stops sshd once process PID is gone. It runs
+# in a session of its own (setsid), so that whatever kills the owner's process group (a
+# Jupyter kernel's shutdown does) does not take the watcher with it.
 watch_owner() {
     local owner="$1" sshd_pid
     sshd_pid="$(cat "$PID_FILE")"
-    (
-        trap '' HUP
-        while kill -0 "$owner" 2>/dev/null && kill -0 "$sshd_pid" 2>/dev/null; do sleep 1; done
-        kill "$sshd_pid" 2>/dev/null || true
-    ) </dev/null >/dev/null 2>&1 &
-    echo "$!" >"$WATCH_FILE"
-    disown || true
+    rm -f "$WATCH_FILE"
+    # shellcheck disable=SC2016
+    setsid bash -c 'echo $$ >"$3"
+        while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+        kill "$2" 2>/dev/null || true' watch "$owner" "$sshd_pid" "$WATCH_FILE" \
+        </dev/null >/dev/null 2>&1 &
+    for _ in $(seq 1 50); do [ -s "$WATCH_FILE" ] && break; sleep 0.02; done
 }
 
 start() {

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 
 import pytest
 
-from hpcai.sshd import LocalSSHD, missing_tools, port_open, script
+from hpcai.sshd import LocalSSHD, free_port, missing_tools, port_open, script
 
 MISSING = missing_tools()
 needs_sshd = pytest.mark.skipif(
@@ -69,14 +70,24 @@ def test_start_login_copy_status_stop(tmp_path):
 
 
 @needs_sshd
-def test_owner_end_stops_server(tmp_path):
-    """start --owner PID: sshd stops by itself once that process is gone."""
-    owner = subprocess.Popen(["sleep", "30"])
-    server = LocalSSHD(tmp_path / "sshd", owner=owner.pid)
+def test_owner_killed_with_its_group_stops_server(tmp_path):
+    """start --owner PID: sshd stops once the owner is gone, even when the owner's whole
+    process group is killed (as a Jupyter kernel's is at shutdown)."""
+    folder = tmp_path / "sshd"
+    env = dict(os.environ, HPCAI_SSHD_DIR=str(folder))
+    owner = subprocess.Popen(
+        ["bash", "-c", f"bash {script()} start --port {free_port()} --owner $$ "
+         ">/dev/null && exec sleep 60"], env=env, start_new_session=True)
+    pid_file = folder / "run" / "sshd.pid"
     try:
-        server.start()
-        pid = _sshd_pid(server)
-        owner.kill()
+        for _ in range(200):
+            if (folder / "run" / "owner-watch.pid").exists() or owner.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert owner.poll() is None, "start failed"
+        pid = int(pid_file.read_text())
+        assert _alive(pid)
+        os.killpg(owner.pid, signal.SIGKILL)
         owner.wait()
         for _ in range(60):
             if not _alive(pid):
@@ -84,8 +95,9 @@ def test_owner_end_stops_server(tmp_path):
             time.sleep(0.1)
         assert not _alive(pid), "sshd outlived its owner"
     finally:
-        owner.kill()
-        server.stop()
+        if owner.poll() is None:
+            os.killpg(owner.pid, signal.SIGKILL)
+        subprocess.run(["bash", str(script()), "stop"], env=env, capture_output=True)
 
 
 @pytest.mark.parametrize("args", [

@@ -23,8 +23,9 @@ of ``.venv/bin/python`` and ``python3`` whose PyTorch sees a CUDA GPU: on a GPU 
 is its own CUDA build of PyTorch, not the CPU-only pin of requirements.txt. Nothing is
 installed and nothing is downloaded. This file itself needs only the standard library.
 
-A benchmark that gains a ``gpu`` row joins by itself; give it a limit in ``TIMEOUT_S`` and,
-if it has a GPU part, a line in :func:`key_result` that fails when that part did not run.
+A benchmark that gains a ``gpu`` row joins by itself; give it a limit in ``TIMEOUT_S`` (and
+in ``ARGS`` the settings that keep it within that limit, if its gpu row is larger) and, if it
+has a GPU part, a line in :func:`key_result` that fails when that part did not run.
 
 The table is printed and written to ``_build/gpu-check/summary.json``; each check's full
 output is in ``_build/gpu-check/logs/``. Exit status: 0 when every check that ran passed,
@@ -52,12 +53,24 @@ BUDGET_S = 580
 # Seconds a benchmark may take at its gpu profile, start-up included (others: DEFAULT_S).
 # Sized for one GPU and a 16-core host; together they leave time for the notebooks. These
 # are estimates: no run on a GPU has measured them yet.
-TIMEOUT_S = {"allreduce": 20, "backprop": 15, "compile": 60, "compilers": 15, "conv": 20,
-             "ddp": 20, "ddp_sampler": 10, "ddp_scaling": 25, "dispatch": 15, "gemm": 20,
-             "io": 15, "jacobi": 25, "jacobi_mpi": 15, "matmul": 25, "memhier": 20,
-             "memory": 15, "nccl_tests": 20, "overheads": 20, "parallelism": 30,
-             "pi_mpi": 15, "pingpong": 15, "placement": 15, "resnet": 20, "scaling": 20,
-             "stream": 20, "train_digits": 15, "train_images": 20, "train_step": 25}
+TIMEOUT_S = {"allreduce": 15, "attention": 20, "backprop": 12, "compile": 40,
+             "compilers": 10, "conv": 12, "ddp": 15, "ddp_sampler": 10, "ddp_scaling": 15,
+             "dispatch": 12, "flops": 35, "gemm": 15, "io": 10, "jacobi": 15,
+             "jacobi_mpi": 12, "llm_ladder": 60, "llm_scaling": 35, "llm_workflow": 45,
+             "matmul": 18, "memhier": 12, "memory": 10, "nccl_tests": 15, "overheads": 12,
+             "parallelism": 20, "pi_mpi": 10, "pingpong": 10, "placement": 10,
+             "resnet": 12, "scaling": 12, "stream": 12, "train_digits": 10,
+             "train_images": 12, "train_step": 15}
+# Settings a check adds to the gpu profile, to fit the budget: Part V's gpu rows are the
+# reference book's LLaMA-3.2-1B scale, minutes each; the check runs the same code paths on
+# a smaller model (the compile rung is checked by compile.py).
+ARGS = {"flops": ["--repeats", "3"],
+        "llm_ladder": ["--hidden", "1024", "--layers", "8", "--heads", "16",
+                       "--max-batch", "16", "--steps", "5", "--compile", "0"],
+        "llm_scaling": ["--hidden", "1024", "--layers", "8", "--heads", "16",
+                        "--steps", "5"],
+        "llm_workflow": ["--pre-chars", "1000000", "--pre-steps", "300",
+                         "--ft-steps", "100"]}
 DEFAULT_S = 20
 NOTEBOOK_S = 120
 PROGRAMS = {"compilers": os.environ.get("CC", "gcc")}  # programs a benchmark runs
@@ -162,7 +175,8 @@ def bench_checks(python: str, n_gpus: int, mpiexec: str | None,
         if not has_gpu_row(text):
             continue
         name, how = path.stem, launcher(text)
-        script = [str(path.relative_to(ROOT)), "--profile", "gpu", "--json"]
+        script = [str(path.relative_to(ROOT)), "--profile", "gpu", "--json",
+                  *ARGS.get(path.stem, [])]
         skip = ""
         if name in PROGRAMS and shutil.which(PROGRAMS[name]) is None:
             skip = f"needs {PROGRAMS[name]}, which is not on the PATH"
@@ -269,9 +283,46 @@ def key_result(name: str, res: dict[str, Any]) -> str:
                              for r in rows)
         best = max((r.get("samples_per_s", 0.0) for r in rows), default=0.0)
         return f"up to {_g(best)} samples/s over {len(rows)} rows"
+    if name in ("attention", "flops", "llm_ladder", "llm_scaling", "llm_workflow"):
+        return _part_five(name, res, rows)
     if name in HEADLINE:
         return HEADLINE[name](res)
     return f"{len(rows)} rows" if rows else f"{len(res)} fields"
+
+
+def _part_five(name: str, res: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Key results of Part V's benchmarks; each must have run on the GPU and be right."""
+    if not str(res.get("device", "")).startswith("cuda"):
+        raise ValueError(f"ran on {res.get('device')}, not on the GPU")
+    if name == "attention":
+        if not res["max_abs_diff"] <= 1e-5:
+            raise ValueError(f"hand-written attention differs by {res['max_abs_diff']:.1e}")
+        last = max(r["T"] for r in rows)
+        at = {r["impl"]: r for r in rows if r["T"] == last}
+        return (f"max_abs_diff {res['max_abs_diff']:.1e}; T={last}: eager "
+                f"{at['eager']['median_s'] * 1e3:.2f} ms, sdpa "
+                f"{at['sdpa']['median_s'] * 1e3:.2f} ms")
+    if name == "flops":
+        ratio = res["counted_over_formula"]
+        if abs(ratio - 1) > 0.05:
+            raise ValueError(f"counted FLOPs are {ratio:.3f} x the formula")
+        return f"counted/formula {ratio:.4f}, {_g(res['model_flops_per_s'] / 1e9)} GFLOP/s"
+    if name == "llm_ladder":
+        ran = [r for r in rows if "tokens_per_s" in r]  # a skipped rung says why instead
+        if not ran or not all(r["tokens_per_s"] > 0 for r in ran):
+            raise ValueError("a rung measured nothing")
+        return (f"{len(ran)} rungs, best {res['best_rung']} x{res['best_ratio']:.2f} "
+                f"the fp32 baseline")
+    if name == "llm_scaling":
+        worst = max(r["max_loss_diff"] for r in res["runs"])
+        if res.get("backend") != "nccl" or worst > 1e-4:
+            raise ValueError(f"backend {res.get('backend')}, loss diff {worst:.1e}")
+        return ", ".join(f"{r['strategy']} {_g(r['tokens_per_s'])} tokens/s"
+                         for r in res["runs"]) + f" (loss diff {worst:.1e})"
+    if not res["ppl_after"] < res["ppl_before"] / 2:  # llm_workflow
+        raise ValueError(f"perplexity {res['ppl_before']:.1f} -> {res['ppl_after']:.1f}")
+    return (f"perplexity {res['ppl_before']:.1f} -> {res['ppl_after']:.1f}, "
+            f"{_g(res['tokens_per_s'])} tokens/s")
 
 
 def _part_three_four(name: str, res: dict[str, Any], rows: list[dict[str, Any]]) -> str:

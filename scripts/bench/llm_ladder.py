@@ -31,11 +31,12 @@ thing against the rung it is ``built_on`` and is measured the same way:
 The baseline is timed twice, first and last, and keeps the faster of the two
 (``tokens_per_s_runs``), so that other work on the machine during one of them cannot
 inflate the ratios. A row holds ``rung``, ``built_on``, ``batch``, ``precision``,
-``attention``, ``tokens_per_s`` (``batch * seq`` over the median step after
-``warmup`` steps), ``median_s`` and ``iqr_s`` of the timed steps, ``peak_bytes``
-(MemTracker's peak of one step on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU), ``mfu`` (tokens/s times
-:func:`hpcai.llmcost.train_flops_per_token` over this machine's peak for the precision
-in use, ``peak_flops``), ``ratio`` (tokens/s over rung 1's) and ``final_loss``.
+``attention``, ``tokens_per_s`` (``batch * seq`` over the median step after ``warmup``
+steps), ``median_s`` and ``iqr_s`` of the timed steps, ``peak_bytes`` (MemTracker's
+peak of one step on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU), ``mfu``
+(tokens/s times :func:`hpcai.llmcost.train_flops_per_token` over this machine's peak
+for the precision in use, ``peak_flops``), ``ratio`` (tokens/s over rung 1's) and
+``final_loss``.
 Fused Triton kernels (Liger) and the flash-attention packages need a GPU and are not
 rungs here; on a GPU, SDPA dispatches to a flash-attention kernel by itself.
 """

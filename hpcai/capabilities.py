@@ -91,6 +91,7 @@ from .results import _in_notebook as _in_kernel
 
 CLUSTER_UP = "sudo scripts/local_slurm.sh up --nodes 2"
 PODMAN_UP = "sudo scripts/containers.sh install && sudo scripts/containers.sh base"
+SSHD_UP = "sudo apt-get install -y openssh-server rsync sshfs (or: sudo scripts/setup_machine.sh)"
 _UP_STATES = {"idle", "mixed", "allocated", "completing", "planned"}
 
 
@@ -149,6 +150,12 @@ def _cuda_devices() -> int:
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
+def _has_sshd() -> bool:
+    from .sshd import missing_tools
+
+    return not missing_tools()
+
+
 def _has_podman_base() -> bool:
     from .containers import have_base
 
@@ -170,6 +177,8 @@ CAPABILITIES: dict[str, Capability] = {
                    lambda: _cuda_devices() >= 2),
         Capability("podman", "Podman and the book's base image",
                    "no Podman or no base image", PODMAN_UP, _has_podman_base),
+        Capability("sshd", "an OpenSSH server, rsync and sshfs",
+                   "no OpenSSH server, rsync or sshfs", SSHD_UP, _has_sshd),
     )
 }
 

@@ -35,7 +35,8 @@ def page(tmp_path: Path, extra: str) -> Path:
 
 
 def test_known_capabilities_have_an_enable_command():
-    assert set(caps.CAPABILITIES) == {"slurm", "slurm-2nodes", "gpu", "gpus-2", "podman"}
+    assert set(caps.CAPABILITIES) == {"slurm", "slurm-2nodes", "gpu", "gpus-2", "podman",
+                                      "sshd"}
     for name in caps.CAPABILITIES:
         assert caps.enable_command(name)
         assert caps.describe(name)

@@ -162,6 +162,30 @@ def teardown(barrier: bool = True) -> None:
         dist.destroy_process_group()
 
 
+def start_watchdog(seconds: float) -> None:
+    """After ``seconds``, print every thread's traceback and exit (a hung collective never
+    returns by itself); :func:`stop_watchdog` cancels it.
+
+    ``faulthandler`` writes to a file descriptor: a notebook's kernel replaces
+    ``sys.stderr`` with a stream that may have none, so the first stream that has one is
+    used (the process's own standard error, else the null device: the exit still comes).
+    """
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None and stream.fileno() >= 0:
+                faulthandler.dump_traceback_later(float(seconds), exit=True, file=stream)
+                return
+        except (AttributeError, OSError, ValueError):
+            continue
+    sink = open(os.devnull, "w")  # noqa: SIM115 - kept open while the watchdog may fire
+    faulthandler.dump_traceback_later(float(seconds), exit=True, file=sink)
+
+
+def stop_watchdog() -> None:
+    """Cancel :func:`start_watchdog`."""
+    faulthandler.cancel_dump_traceback_later()
+
+
 def run_ranks(body: Callable[[World], dict[str, Any]], *, backend: str = "auto",
               hang_timeout_s: float | None = None,
               check_world: Callable[[World], None] | None = None) -> dict[str, Any] | None:
@@ -169,7 +193,7 @@ def run_ranks(body: Callable[[World], dict[str, Any]], *, backend: str = "auto",
 
     The frame every distributed benchmark needs, written once:
 
-    1. a watchdog (``faulthandler.dump_traceback_later``): after ``hang_timeout_s``
+    1. a watchdog (:func:`start_watchdog`): after ``hang_timeout_s``
        seconds the process prints every thread's traceback and exits, because a hung
        collective never returns by itself;
     2. :func:`init` with ``backend``;
@@ -183,7 +207,7 @@ def run_ranks(body: Callable[[World], dict[str, Any]], *, backend: str = "auto",
     ``placement`` added where ``body`` did not set them; other ranks get ``None``.
     """
     if hang_timeout_s is not None:
-        faulthandler.dump_traceback_later(float(hang_timeout_s), exit=True)
+        start_watchdog(float(hang_timeout_s))
     try:
         world = init(backend)
         if check_world is not None:
@@ -199,7 +223,7 @@ def run_ranks(body: Callable[[World], dict[str, Any]], *, backend: str = "auto",
         teardown()
     finally:
         if hang_timeout_s is not None:
-            faulthandler.cancel_dump_traceback_later()
+            stop_watchdog()
     if not world.is_root:
         return None
     for key, value in (("world", world.size), ("ranks", world.size),

@@ -52,7 +52,6 @@ for _var in (
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import faulthandler
 import math
 import shutil
 import sys
@@ -367,11 +366,13 @@ def prepare(S: Any, work: Path, pre_train: str) -> dict[str, Any]:
 
 def run(S: Any) -> dict[str, Any] | None:
     """The workflow on this rank (a watchdog ends it after ``hang_timeout_s``)."""
-    faulthandler.dump_traceback_later(float(S.hang_timeout_s), exit=True)
+    from hpcai import dist as hd
+
+    hd.start_watchdog(float(S.hang_timeout_s))
     try:
         return workflow(S)
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        hd.stop_watchdog()
 
 
 def workflow(S: Any) -> dict[str, Any] | None:

@@ -148,6 +148,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=_order)  # stable: the order within each group is kept
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: absent without it
 def pytest_xdist_make_scheduler(config, log):
     """Scheduling by :func:`_scope` (xdist's ``--dist loadgroup`` ignored the marks here)."""
     from xdist.scheduler import LoadScopeScheduling

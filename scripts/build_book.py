@@ -16,7 +16,10 @@ The steps, in order:
    (``$HPCAI_PROFILE`` carries the profile, so the executed code equals the source), into
    ``<out>/_build/executed/<profile>/``. A notebook whose execution is already in the cache,
    unchanged, is not executed again. A notebook that raises stops the build (``--keep-going``
-   executes the others first), naming the notebook, the cell and the exception;
+   executes the others first), naming the notebook, the cell and the exception. Each build
+   keeps its own results records in ``<out>/_build/results/`` (``$HPCAI_RESULTS_DIR``), and a
+   notebook whose header says ``hpcai: {runs_last: true}`` (chapter 16, which reads the
+   others' records) executes after all the others, and again whenever any other did;
 4. store each execution in myst-nb's jupyter-cache (``<out>/_build/.jupyter_cache``, the
    cache that ``execute_notebooks: cache`` reads), keyed as myst-nb keys it;
 5. ``jupyter-book build``, which finds every notebook in the cache and executes none
@@ -41,15 +44,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hpcai.capabilities import available, format_missing, missing, refresh  # noqa: E402
+from hpcai.capabilities import available, format_missing, front_matter, missing, refresh  # noqa: E402
 from hpcai.notebooks import Outcome, execute, shown, toc_notebooks, write_summary  # noqa: E402
 from hpcai.profiles import PROFILES, ProfileError, check_profile  # noqa: E402
+from hpcai.results import RESULTS_ENV  # noqa: E402
 
 SETUP = ROOT / "scripts" / "setup_machine.sh"
 # What myst-nb logs when it runs a notebook itself (a cache miss) ...
 EXECUTING = re.compile(r"Executing notebook using")
 # ... and when it takes the outputs from the cache.
 CACHED = re.compile(r"Using cached notebook: ID=")
+
+
+def runs_last(path: Path) -> bool:
+    """Whether the notebook's header asks to execute after every other notebook."""
+    meta = front_matter(path).get("hpcai") or {}
+    return isinstance(meta, dict) and bool(meta.get("runs_last", False))
 
 
 class BuildError(RuntimeError):
@@ -160,7 +170,8 @@ def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache
     config = md_config()
     done: dict[Path, Outcome] = {}
     todo: list[tuple[Path, Any]] = []
-    for path in paths:
+    last = {path for path in paths if runs_last(path)}
+    for path in sorted(paths, key=lambda p: p in last):  # the readers of records after
         name = shown(path)
         source_nb = read_as_myst_nb(path, config)
         target = executed_dir / f"{path.stem}.ipynb"
@@ -169,6 +180,8 @@ def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache
             hit = True
         except KeyError:
             hit = False
+        # a reader of the others' records is stale as soon as any other one executes
+        hit = hit and not (path in last and any(p not in last for p, _ in todo))
         if not hit:
             todo.append((path, source_nb))
             continue
@@ -191,6 +204,8 @@ def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache
         stop = False
         while queue or pending:
             while queue and not stop and len(pending) < max(1, jobs):
+                if queue[0] in last and any(p not in last for p in pending.values()):
+                    break  # wait until every other notebook has recorded its results
                 path = queue.pop(0)
                 pending[pool.submit(run, path)] = path
             if not pending:
@@ -291,8 +306,17 @@ def main(argv: list[str] | None = None, notebooks: list[Path] | None = None) -> 
     paths = notebooks or toc_notebooks()
     executed_dir = out / "_build" / "executed" / profile
     cache_dir = out / "_build" / ".jupyter_cache"
-    outcomes = execute_and_cache(paths, profile, executed_dir, cache_dir, ns.timeout,
-                                 keep_going=ns.keep_going, jobs=ns.jobs)
+    # each build reads back (chapter 16) only what it, or an earlier build into the same
+    # folder, recorded; $HPCAI_RESULTS_DIR, when set, wins
+    results = os.environ.get(RESULTS_ENV) or str(out / "_build" / "results")
+    saved = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = results  # the kernels inherit it
+    try:
+        outcomes = execute_and_cache(paths, profile, executed_dir, cache_dir, ns.timeout,
+                                     keep_going=ns.keep_going, jobs=ns.jobs)
+    finally:
+        if saved is None:
+            os.environ.pop(RESULTS_ENV, None)
     failed = [o for o in outcomes if o.status == "FAILED"]
     if failed:
         print(f"\nerror: {len(failed)} notebook(s) raised at profile {profile}; "

@@ -67,3 +67,19 @@ def test_training_learns_and_bad_input():
     with pytest.raises(ValueError):
         nn.forward(params, X, "sigmoid")
     assert nn.gemm_intensity(1, 64, 64, 4) < nn.gemm_intensity(256, 64, 64, 4)
+
+
+def test_load_digits_reads_scikit_learns_file_without_importing_it():
+    import subprocess
+    import sys
+
+    code = ("import sys; from hpcai.nn import load_digits; d = load_digits(); "
+            "print(d.data.shape, d.target.dtype, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["(1797,", "64)", "int64", "False"]
+    from sklearn.datasets import load_digits as sklearn_load_digits
+
+    ours, theirs = nn.load_digits(), sklearn_load_digits()
+    assert np.array_equal(ours.data, theirs.data)
+    assert np.array_equal(ours.target, theirs.target)

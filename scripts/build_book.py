@@ -222,7 +222,13 @@ def execute_and_cache(paths: list[Path], profile: str, executed_dir: Path, cache
                     continue
                 target = executed_dir / f"{path.stem}.ipynb"
                 executed = nbformat.read(target, as_version=4)
-                nb = with_outputs(sources[path], executed, outcome.notebook)
+                try:  # the source may have been edited while it ran
+                    nb = with_outputs(sources[path], executed, outcome.notebook)
+                except BuildError as err:
+                    outcome.status, outcome.error = "FAILED", str(err)
+                    print(f"FAILED    {err}", flush=True)
+                    stop = stop or not keep_going
+                    continue
                 cache.cache_notebook_bundle(
                     CacheBundleIn(nb, str(path), data={"execution_seconds": outcome.seconds}),
                     check_validity=False, overwrite=True)

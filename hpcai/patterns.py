@@ -67,7 +67,7 @@ def format_value(value: Any, fmt: str = ".3g") -> str:
     """A number with ``fmt`` (thousands separated when large), anything else as text."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if abs(value) >= 1e4 and fmt == ".3g":
+    if abs(value) >= 1e3 and fmt == ".3g":
         return f"{value:,.0f}"
     return format(value, fmt)
 
@@ -119,9 +119,8 @@ class Missing:
               else "its chapter's notebook")
         return (
             f"[{self.key}: not measured in this build (profile {self.profile}); run "
-            f"`make book`, or `python scripts/run_notebooks.py --profile "
-            f"{self.profile} "
-            f"{nb}`, to produce it]"
+            f"'make book', or 'python scripts/run_notebooks.py --profile "
+            f"{self.profile} {nb}', to produce it]"
         )
 
 
@@ -139,7 +138,8 @@ class Derived:
     @property
     def chapters(self) -> str:
         """``chapters 6 and 9``, or ``chapter 8`` when both come from one."""
-        seen = list(dict.fromkeys(s.chapter for s in self.sources))
+        seen = sorted(dict.fromkeys(s.chapter for s in self.sources),
+                      key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
         if len(seen) == 1:
             return f"chapter {seen[0]}"
         return "chapters " + ", ".join(seen[:-1]) + " and " + seen[-1]
@@ -244,23 +244,37 @@ def ratio(
 def derive(
     key: str,
     fn: Callable[..., float],
-    *items: Found | Missing,
+    *items: Item,
     unit: str = "",
     fmt: str = ".3g",
 ) -> Derived | Missing:
-    """``fn(*values)`` of found records as a :class:`Derived`; else the first
-    :class:`Missing`. ``ValueError`` when the result is not a finite number."""
+    """``fn(*values)`` of found records (or derived values) as a :class:`Derived`;
+    else the first :class:`Missing`. ``ValueError`` when the result is not finite."""
     for item in items:
         if isinstance(item, Missing):
             return item
-    found = tuple(i for i in items if isinstance(i, Found))
     try:
-        value = float(fn(*(float(f.value) for f in found)))
+        value = float(fn(*(float(i.value) for i in items)))
     except (TypeError, ValueError, ZeroDivisionError) as err:
         raise ValueError(f"{key}: not a number ({err})") from err
     if not math.isfinite(value):
         raise ValueError(f"{key}: {value} is not finite")
-    return Derived(key, value, unit, found, fmt)
+    found = [s for s in sources(items) if isinstance(s, Found)]
+    return Derived(key, value, unit, tuple(found), fmt)
+
+
+def verdict(
+    item: Item,
+    cut: float,
+    below: str,
+    above: str,
+    missing: str = "(not known in this build: a record it needs is missing)",
+) -> str:
+    """``below`` if the item's value is under ``cut``, ``above`` if not, ``missing`` when
+    the item is a :class:`Missing`: a phrase for the text that follows the measurement."""
+    if isinstance(item, Missing):
+        return missing
+    return below if float(item.value) < cut else above
 
 
 def glue_text(items: Mapping[str, Item], prefix: str = PREFIX) -> dict[str, str]:

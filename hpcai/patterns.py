@@ -118,9 +118,9 @@ class Missing:
         nb = (f"notebooks/{self.notebook}.md" if self.notebook
               else "its chapter's notebook")
         return (
-            f"[{self.key}: not measured in this build (profile {self.profile}); run "
-            f"'make book', or 'python scripts/run_notebooks.py --profile "
-            f"{self.profile} {nb}', to produce it]"
+            f"[{self.key}: not measured in this build (profile {self.profile}): run "
+            f"'make book' (or 'python scripts/run_notebooks.py --profile "
+            f"{self.profile} {nb}') to produce it]"
         )
 
 

@@ -270,8 +270,8 @@ def verdict(
     above: str,
     missing: str = "(not known in this build: a record it needs is missing)",
 ) -> str:
-    """``below`` if the item's value is under ``cut``, ``above`` if not, ``missing`` when
-    the item is a :class:`Missing`: a phrase for the text that follows the measurement."""
+    """``below`` if the item's value is under ``cut``, ``above`` if not, ``missing``
+    for a :class:`Missing`: a phrase for the text that follows the measurement."""
     if isinstance(item, Missing):
         return missing
     return below if float(item.value) < cut else above

@@ -1,4 +1,4 @@
-"""hpcai.patterns: chapter 16's reader of the results records (a temporary results folder).
+"""hpcai.patterns: chapter 16's reader of the results records (in a temporary folder).
 
 Found, missing, another profile's record ignored, the newest record winning, ratios that
 refuse non-finite values, the efficiency points, and every key the chapter 16 notebook
@@ -40,7 +40,8 @@ def test_found_names_chapter_machine_and_time(results_tmp):
     got = patterns.fetch("ch09_overhead_us", "ch09_dispatch", profile="smoke")
     assert isinstance(got, patterns.Found) and got.ok
     assert got.value == 1.5 and got.chapter == "9"
-    assert got.text() == "1.5 us (chapter 9, 2-core Test CPU, no GPU, 2026-12-03 14:00 UTC)"
+    assert got.text() == ("1.5 us (chapter 9, 2-core Test CPU, no GPU, "
+                          "2026-12-03 14:00 UTC)")
     assert patterns.check_found([got], "smoke") == 1
 
 

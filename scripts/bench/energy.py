@@ -15,9 +15,9 @@ On a CPU each row runs with ``torch.set_num_threads(t)`` for every ``t`` in
 RAPL counters (``method: rapl``, the whole package, other processes included); on a GPU
 the board power from NVML, sampled and integrated (``method: nvml ...``; the host CPU is
 not counted); else the model ``(fixed_w + busy cores x watts_per_core) x seconds x
-pue`` on a CPU or ``gpu_watts x seconds x pue`` on a GPU (``method: model``), whose parameters are
-assumptions that the JSON repeats under ``power_model``. A measured energy is multiplied
-by ``pue`` as well, so that every row counts energy at the facility's meter.
+pue`` on a CPU or ``gpu_watts x seconds x pue`` on a GPU (``method: model``), whose
+parameters are assumptions that the JSON repeats under ``power_model``. A measured
+energy is multiplied by ``pue`` too: every row counts energy at the facility's meter.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ build, and never types a number itself:
 - :func:`fetch` returns a :class:`Found` (the newest record of the key at the current
   profile, with the chapter, the machine and the time it was measured) or a
   :class:`Missing` (which notebook to run to produce it);
-- :func:`ratio` divides two fetched values (a :class:`Derived`, or a :class:`Missing`
-  naming what is absent);
+- :func:`ratio` and :func:`derive` compute from fetched values (a :class:`Derived`; a
+  :class:`Missing` naming what is absent; an :class:`Undefined` when an input that must
+  be positive is not);
 - :func:`glue_text` glues the sentence-ready text of each item under ``ch16_<key>``, so
   the chapter page can say ``{glue:text}`...::ch16_ch05_torch_add_t0_us:s```: a missing
   record becomes the sentence that says how to produce it, never a stale number;
@@ -150,7 +151,22 @@ class Derived:
         return f"{format_value(self.value, self.fmt)}{unit} (from {self.chapters})"
 
 
-Item = Found | Missing | Derived
+@dataclass(frozen=True)
+class Undefined:
+    """A derived number this build cannot give: an input that must be positive was not
+    (a fit over smoke-sized runs can return a negative slope, for instance)."""
+
+    key: str
+    reason: str
+    sources: tuple[Found, ...]
+    ok: bool = field(default=False, init=False)
+
+    def text(self) -> str:
+        """The sentence that stands where the derived number would."""
+        return f"(not defined in this build: {self.reason})"
+
+
+Item = Found | Missing | Derived | Undefined
 
 
 def newest(profile: str | None = None) -> dict[str, dict[str, Any]]:
@@ -215,30 +231,23 @@ def fetch_all(
 
 def ratio(
     key: str,
-    num: Found | Missing,
-    den: Found | Missing,
+    num: Item,
+    den: Item,
     unit: str = "x",
     *,
     scale: float = 1.0,
     fmt: str = ".3g",
-) -> Derived | Missing:
+    positive: bool = True,
+) -> Derived | Missing | Undefined:
     """``scale * num / den`` as a :class:`Derived`; else the first :class:`Missing`.
 
-    Raises ``ValueError`` when both were found but the ratio is not a finite number (a
-    zero denominator, a non-numeric record): a wrong record must not pass as a pattern.
+    With ``positive`` (the default: a ratio of costs, rates or sizes), an input that is
+    not positive gives an :class:`Undefined` saying which. Raises ``ValueError`` for a
+    non-numeric record or a result that is not finite: a wrong record must not pass as
+    a pattern.
     """
-    for item in (num, den):
-        if isinstance(item, Missing):
-            return item
-    assert isinstance(num, Found) and isinstance(den, Found)
-    try:
-        value = scale * float(num.value) / float(den.value)
-    except (TypeError, ValueError, ZeroDivisionError) as err:
-        raise ValueError(
-            f"{key}: {num.key} / {den.key} is not a number ({err})") from err
-    if not math.isfinite(value):
-        raise ValueError(f"{key}: {num.key} / {den.key} = {value} is not finite")
-    return Derived(key, value, unit, (num, den), fmt)
+    return derive(key, lambda a, b: scale * a / b, num, den, unit=unit, fmt=fmt,
+                  positive=positive)
 
 
 def derive(
@@ -247,20 +256,35 @@ def derive(
     *items: Item,
     unit: str = "",
     fmt: str = ".3g",
-) -> Derived | Missing:
+    positive: bool = False,
+) -> Derived | Missing | Undefined:
     """``fn(*values)`` of found records (or derived values) as a :class:`Derived`;
-    else the first :class:`Missing`. ``ValueError`` when the result is not finite."""
+    else the first :class:`Missing` (or :class:`Undefined`) among the inputs.
+
+    ``positive``: every input must be a positive number, else :class:`Undefined`.
+    ``ValueError`` for a non-numeric input or a result that is not finite.
+    """
     for item in items:
-        if isinstance(item, Missing):
+        if isinstance(item, (Missing, Undefined)):
             return item
+    found = tuple(s for s in sources(items) if isinstance(s, Found))
     try:
-        value = float(fn(*(float(i.value) for i in items)))
-    except (TypeError, ValueError, ZeroDivisionError) as err:
+        values = [float(i.value) for i in items]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{key}: an input is not a number ({err})") from err
+    if positive:
+        for item, v in zip(items, values, strict=True):
+            if not v > 0:
+                where = item.where if isinstance(item, Found) else item.chapters
+                return Undefined(key, f"{item.key} = {format_value(v)} is not positive "
+                                      f"({where})", found)
+    try:
+        value = float(fn(*values))
+    except (ValueError, ZeroDivisionError, OverflowError) as err:
         raise ValueError(f"{key}: not a number ({err})") from err
     if not math.isfinite(value):
         raise ValueError(f"{key}: {value} is not finite")
-    found = [s for s in sources(items) if isinstance(s, Found)]
-    return Derived(key, value, unit, tuple(found), fmt)
+    return Derived(key, value, unit, found, fmt)
 
 
 def verdict(
@@ -268,11 +292,11 @@ def verdict(
     cut: float,
     below: str,
     above: str,
-    missing: str = "(not known in this build: a record it needs is missing)",
+    missing: str = "(not known in this build: a record it needs is missing or invalid)",
 ) -> str:
     """``below`` if the item's value is under ``cut``, ``above`` if not, ``missing``
     for a :class:`Missing`: a phrase for the text that follows the measurement."""
-    if isinstance(item, Missing):
+    if not isinstance(item, (Found, Derived)):
         return missing
     return below if float(item.value) < cut else above
 
@@ -295,7 +319,7 @@ def sources(items: Iterable[Item]) -> list[Found | Missing]:
     sources; each key once, in order."""
     out: dict[str, Found | Missing] = {}
     for item in items:
-        for base in item.sources if isinstance(item, Derived) else (item,):
+        for base in item.sources if isinstance(item, (Derived, Undefined)) else (item,):
             out.setdefault(base.key, base)
     return list(out.values())
 

@@ -96,10 +96,18 @@ def test_ratio_and_derive(results_tmp):
     missing = patterns.ratio("b", got["ch05_torch_add_t0_us"], got["ch09_overhead_us"])
     assert isinstance(missing, patterns.Missing)
     assert missing.key == "ch05_torch_add_t0_us"
-    with pytest.raises(ValueError, match="not"):
-        patterns.ratio("c", got["ch09_overhead_us"], got["ch12_sc_eff_strong"])
+    # a zero (or negative) cost or rate: no ratio, and the text says which record
+    undefined = patterns.ratio("c", got["ch09_overhead_us"], got["ch12_sc_eff_strong"])
+    assert isinstance(undefined, patterns.Undefined) and not undefined.ok
+    assert "ch12_sc_eff_strong = 0 is not positive (chapter 12" in undefined.text()
+    assert patterns.derive("c2", math.log2, undefined) is undefined
+    assert patterns.verdict(undefined, 1, "below", "above").startswith("(not known")
+    assert patterns.check_found([undefined], "smoke") == 2
     with pytest.raises(ValueError, match="not finite"):
         patterns.derive("d", lambda e: math.inf, got["ch12_sc_eff_strong"])
+    with pytest.raises(ValueError, match="not a number"):
+        patterns.derive("e", lambda e: e, patterns.Found(
+            "ch01_x", "fast", "", "1", "m", "t", "smoke"))
     frame = patterns.table([r, missing])
     assert list(frame.columns) == ["key", "chapter", "value", "unit", "machine", "time"]
     assert list(frame.key) == ["ch06_allreduce_alpha_us", "ch09_overhead_us",

@@ -68,12 +68,12 @@ def check(S: Any) -> None:
 
 
 # --- reference: start
-def int8_linear(x: Any, weight: Any, bias: Any, per_row: bool) -> Any:
+def int8_linear(x: Any, weight: Any, bias: Any, per_row: bool, x_max: int = 127) -> Any:
     """y = x @ weight.T + bias the way dynamic int8 quantisation computes it.
 
     Weights: symmetric int8, scale = max|w| / 127.5 per tensor (or per output row).
-    Input: asymmetric 7-bit unsigned (0..127, the x86 kernels' reduced range), scale
-    and zero point from this batch's own minimum and maximum. Products accumulate in
+    Input: asymmetric unsigned, 0..x_max (127: the reduced range of the x86 engines;
+    255 elsewhere), scale and zero point from this batch's own minimum and maximum. Products accumulate in
     int32; one multiply by both scales turns the sum back to fp32.
     """
     import torch
@@ -82,9 +82,9 @@ def int8_linear(x: Any, weight: Any, bias: Any, per_row: bool) -> Any:
     w_scale = amax / 127.5
     w_q = torch.clamp(torch.round(weight * (1.0 / w_scale)), -128, 127)
     lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    x_scale = (hi - lo) / 127 if hi > lo else 0.1
-    zero = int(min(127, max(0, round(-lo / x_scale))))
-    x_q = torch.clamp(torch.round(x * (1.0 / x_scale)) + zero, 0, 127)
+    x_scale = torch.tensor((hi - lo) / x_max if hi > lo else 0.1)   # float32, as x
+    zero = int(min(x_max, max(0, round(-lo / float(x_scale)))))
+    x_q = torch.clamp(torch.round(x * (1.0 / x_scale)) + zero, 0, x_max)
     acc = (x_q.to(torch.int32) - zero) @ w_q.to(torch.int32).T   # int32 accumulate
     return acc.to(torch.float32) * (x_scale * w_scale.reshape(1, -1)) + bias
 # --- reference: end
@@ -106,6 +106,14 @@ def quantise(model: Any, per_row: bool = False) -> Any:
         return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
+def input_max() -> int:
+    """The largest quantised input value of this engine: x86's FBGEMM and oneDNN use
+    7 bits (PyTorch's ``reduce_range``), QNNPACK (ARM) all 8."""
+    import torch
+
+    return 127 if torch.backends.quantized.engine in ("x86", "fbgemm", "onednn") else 255
+
+
 def check_reference(qmodel: Any, model: Any, x: Any, per_row: bool) -> float:
     """Largest |int8_linear - library| / max|library| over the quantised layers, each
     fed the input it sees inside the quantised model."""
@@ -122,7 +130,7 @@ def check_reference(qmodel: Any, model: Any, x: Any, per_row: bool) -> float:
     worst = 0.0
     with torch.inference_mode():
         for (inp, out), lin in zip(seen, linears):
-            ref = int8_linear(inp, lin.weight, lin.bias, per_row)
+            ref = int8_linear(inp, lin.weight, lin.bias, per_row, input_max())
             worst = max(worst, float((ref - out).abs().max() / out.abs().max()))
     return worst
 

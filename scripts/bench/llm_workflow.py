@@ -72,7 +72,7 @@ SIZES = {
               "backend": "gloo", "workdir": "", "keep": False, "hang_timeout_s": 300},
     "cpu": {"pre_chars": 600_000, "ft_chars": 200_000, "held_out": 0.1, "vocab": 512,
             "hidden": 64, "layers": 2, "heads": 4, "intermediate": 172, "seq_len": 128,
-            "batch": 16, "pre_steps": 240, "ft_steps": 60, "lr": 3e-3, "ft_lr": 1e-3,
+            "batch": 16, "pre_steps": 100, "ft_steps": 25, "lr": 3e-3, "ft_lr": 1e-3,
             "warm_steps": 10, "eval_blocks": 32, "gen_tokens": 40, "n_prompts": 3,
             "temperature": 0.7, "seed": 0, "threads": 1, "device": "cpu",
             "backend": "gloo", "workdir": "", "keep": False, "hang_timeout_s": 900},

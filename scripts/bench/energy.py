@@ -34,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # torch and transformers are imported inside run(): a refused value answers fast
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"workloads": ["matmul", "mlp"], "precisions": ["fp32", "bf16"],
-              "threads": [1], "n": 256, "min_seconds": 0.1, "hidden": 64,
+              "threads": [1], "n": 256, "min_seconds": 0.05, "hidden": 64,
               "layers": 2, "heads": 2, "vocab": 512, "seq": 64, "batch": 4,
               "steps": 3, "warmup": 1, "mlp_batch": 256, "mlp_steps": 20,
               "watts_per_core": 5.0, "fixed_w": 0.0,

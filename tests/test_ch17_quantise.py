@@ -45,6 +45,8 @@ def test_quantise_smoke_json(smoke):
         (m, b) for m in models for b in (1, out["large_batch"])}
     for r in out["rows"]:
         assert r["median_s"] > 0 and r["iqr_s"] >= 0 and r["speedup"] > 0
+    assert [r["hidden"] for r in out["width_sweep"]] == out["settings"]["sweep_hidden"]
+    assert all(r["speedup"] > 0 for r in out["width_sweep"])
     assert out["threads"] >= 1 and "note" not in out
 
 

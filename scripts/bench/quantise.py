@@ -22,8 +22,14 @@ the largest |logit| difference, the serialised ``state_dict`` bytes of each mode
 the latency (median and inter-quartile range of ``repeats`` samples after ``warmup``
 calls, the models taking turns) at batch 1 and at ``large_batch``, with the speed-up
 of each int8 model over fp32 (``speedup``: of the medians; ``speedup_best``: of the best
-samples, the less disturbed by other work on the machine). ``threads`` is the
-intra-op thread count (0: torch's default, as reported).
+samples, the less disturbed by other work on the machine). ``width_sweep`` holds the
+same batch-1 comparison for untrained MLPs of each width in ``sweep_hidden``.
+``threads`` is the intra-op thread count of the timed passes (0: torch's default; the
+JSON reports the number used). It is 1 at ``smoke`` and ``cpu``: on two cores shared
+with other work, a second thread makes the quantised kernels' times depend on that work
+(with the cores oversubscribed, int8 at batch 1 was seen to run over ten times slower on two
+threads than on one, fp32 far less so); one thread is also what a small edge device
+often gives a model.
 
 Dynamic quantisation of this kind has CPU kernels only (FBGEMM/oneDNN on x86, QNNPACK
 on ARM): with ``--profile gpu`` the script runs the same CPU measurement and says so in
@@ -44,13 +50,15 @@ from hpcai.cli import bench_main
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"hidden": 256, "depth": 2, "epochs": 4, "batch": 64, "lr": 1e-3,
               "large_batch": 256, "warmup": 2, "repeats": 5, "calls": 10,
-              "threads": 0, "seed": 0},
+              "threads": 1, "seed": 0, "sweep_hidden": [64, 512], "sweep_calls": 10},
     "cpu": {"hidden": 2048, "depth": 2, "epochs": 8, "batch": 64, "lr": 1e-3,
             "large_batch": 1024, "warmup": 3, "repeats": 11, "calls": 100,
-            "threads": 0, "seed": 0},
+            "threads": 1, "seed": 0,
+            "sweep_hidden": [64, 128, 256, 512, 1024, 2048, 4096], "sweep_calls": 50},
 }
-SIZES["gpu"] = dict(SIZES["cpu"])
-SIZES["cluster"] = dict(SIZES["cpu"])
+# a GPU node's host has cores to spare: all of them (0: torch's default)
+SIZES["gpu"] = {**SIZES["cpu"], "threads": 0}
+SIZES["cluster"] = {**SIZES["cpu"], "threads": 0}
 
 GPU_NOTE = ("dynamic int8 quantisation (torch.ao quantize_dynamic) has CPU kernels "
             "only; this is the CPU measurement, not a GPU one")
@@ -65,6 +73,9 @@ def check(S: Any) -> None:
         raise ValueError(f"--depth must be in 1..8, got {S.depth}")
     if int(S.hidden) > 8192:
         raise ValueError(f"--hidden must be in 1..8192, got {S.hidden}")
+    if any(int(h) > 8192 for h in S.sweep_hidden):
+        raise ValueError(f"--sweep-hidden must hold widths in 1..8192, got "
+                         f"{S.sweep_hidden}")
 
 
 # --- reference: start
@@ -220,9 +231,32 @@ def latencies(models: dict[str, Any], x: Any, S: Any, calls: int
     return out
 
 
+def width_sweep(S: Any) -> list[dict[str, Any]]:
+    """Batch-1 latency of fp32 and int8 for untrained MLPs of each width in
+    ``sweep_hidden`` (latency does not depend on the values of the weights)."""
+    import torch
+
+    from hpcai.nn import torch_mlp
+
+    rows = []
+    x = torch.rand(1, 64, generator=torch.Generator().manual_seed(int(S.seed)))
+    for h in S.sweep_hidden:
+        torch.manual_seed(int(S.seed))
+        fp32 = torch_mlp([64] + [int(h)] * int(S.depth) + [10]).eval()
+        t = latencies({"fp32": fp32, "int8": quantise(fp32)}, x, S, int(S.sweep_calls))
+        rows.append({"hidden": int(h), "fp32_s": t["fp32"]["median_s"],
+                     "int8_s": t["int8"]["median_s"],
+                     "fp32_iqr_s": t["fp32"]["iqr_s"], "int8_iqr_s": t["int8"]["iqr_s"],
+                     "speedup": t["fp32"]["median_s"] / t["int8"]["median_s"],
+                     "speedup_best": t["fp32"]["min_s"] / t["int8"]["min_s"],
+                     "fp32_weight_bytes": 4 * sum(p.numel() for p in fp32.parameters())})
+    return rows
+
+
 def run(S: Any) -> dict[str, Any]:
     import torch
 
+    from hpcai.caches import last_level_cache
     from hpcai.precision import cpu_flags, cpu_units
 
     if int(S.threads) > 0:
@@ -264,11 +298,13 @@ def run(S: Any) -> dict[str, Any]:
         "reference_rel_err": ref_err, "reference_rtol": REF_RTOL,
         "bytes": {k: state_bytes(m) for k, m in models.items()},
         "rows": rows, "large_batch": int(S.large_batch),
+        "width_sweep": width_sweep(S),
         "statistic": "median, IQR and best of repeats after warm-up, the models taking "
                      "turns; batch 1: each sample the mean of `calls` calls",
         "threads": torch.get_num_threads(),
         "engine": torch.backends.quantized.engine,
         "int8_units": cpu_units(cpu_flags()).get("int8", []),
+        "llc": last_level_cache(),
         "load_average": list(os.getloadavg()),
         "deprecated": "torch.ao.quantization (deprecated in favour of torchao)",
     }

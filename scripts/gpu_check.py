@@ -53,18 +53,20 @@ BUDGET_S = 580
 # Seconds a benchmark may take at its gpu profile, start-up included (others: DEFAULT_S).
 # Sized for one GPU and a 16-core host; together they leave time for the notebooks. These
 # are estimates: no run on a GPU has measured them yet.
-TIMEOUT_S = {"allreduce": 15, "attention": 20, "backprop": 12, "compile": 40,
+TIMEOUT_S = {"allreduce": 15, "attention": 17, "backprop": 12, "compile": 35,
              "compilers": 10, "conv": 12, "ddp": 15, "ddp_sampler": 10, "ddp_scaling": 15,
-             "dispatch": 12, "flops": 35, "gemm": 15, "io": 10, "jacobi": 15,
-             "jacobi_mpi": 12, "llm_ladder": 60, "llm_scaling": 35, "llm_workflow": 45,
+             "dispatch": 12, "energy": 25, "flops": 30, "gemm": 15, "io": 10, "jacobi": 15,
+             "jacobi_mpi": 12, "llm_ladder": 55, "llm_scaling": 35, "llm_workflow": 40,
              "matmul": 18, "memhier": 12, "memory": 10, "nccl_tests": 15, "overheads": 12,
              "parallelism": 20, "pi_mpi": 10, "pingpong": 10, "placement": 10,
+             "quantise": 15,
              "resnet": 12, "scaling": 12, "stream": 12, "train_digits": 10,
              "train_images": 12, "train_step": 15}
 # Settings a check adds to the gpu profile, to fit the budget: Part V's gpu rows are the
 # reference book's LLaMA-3.2-1B scale, minutes each; the check runs the same code paths on
 # a smaller model (the compile rung is checked by compile.py).
-ARGS = {"flops": ["--repeats", "3"],
+ARGS = {"energy": ["--workloads", "matmul,mlp", "--min-seconds", "2"],
+        "flops": ["--repeats", "3"],
         "llm_ladder": ["--hidden", "1024", "--layers", "8", "--heads", "16",
                        "--max-batch", "16", "--steps", "5", "--compile", "0"],
         "llm_scaling": ["--hidden", "1024", "--layers", "8", "--heads", "16",
@@ -285,6 +287,17 @@ def key_result(name: str, res: dict[str, Any]) -> str:
         return f"up to {_g(best)} samples/s over {len(rows)} rows"
     if name in ("attention", "flops", "llm_ladder", "llm_scaling", "llm_workflow"):
         return _part_five(name, res, rows)
+    if name == "energy":  # chapter 17: the board's power read through NVML, not modelled
+        if not rows or not all(str(r["method"]).startswith("nvml") for r in rows):
+            raise ValueError(f"energy not measured through NVML: {res.get('methods')}")
+        return ", ".join(f"{r['workload']} {r['precision']} {_g(r['watts'])} W"
+                         for r in rows)
+    if name == "quantise":  # dynamic int8 runs on the host CPU; the note says so
+        if not res["reference_rel_err"] or "int8" not in res["accuracy_change"]:
+            raise ValueError("the int8 reference check or the int8 accuracy is missing")
+        b1 = {r["model"]: r for r in rows if r["batch"] == 1}
+        return (f"int8 x{b1['int8']['speedup']:.2f} at batch 1, accuracy change "
+                f"{100 * res['accuracy_change']['int8']:+.2f} points (host CPU path)")
     if name in HEADLINE:
         return HEADLINE[name](res)
     return f"{len(rows)} rows" if rows else f"{len(res)} fields"

@@ -7,6 +7,7 @@ products (2 B n_in n_out per layer forward, twice that backward, once for the fi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -62,7 +63,11 @@ def test_without_scikit_learn_synthetic_data_of_the_same_shapes(monkeypatch):
     bp = load_script("backprop")
     X, y, data = bp.digits_batch(5, 0)
     assert data == "digits" and X.shape == (5, 64)
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)   # import fails
+    # scikit-learn absent: neither found (hpcai.nn.load_digits) nor importable
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a:
+                        None if name == "sklearn" else real_find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     X, y, data = bp.digits_batch(5, 0)
     assert data.startswith("synthetic") and X.shape == (5, 64) and y.shape == (5,)
     assert 0 <= X.min() and X.max() <= 1 and 0 <= y.min() and y.max() < 10

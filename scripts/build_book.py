@@ -18,8 +18,8 @@ The steps, in order:
    unchanged, is not executed again. A notebook that raises stops the build (``--keep-going``
    executes the others first), naming the notebook, the cell and the exception. Each build
    keeps its own results records in ``<out>/_build/results/`` (``$HPCAI_RESULTS_DIR``), and a
-   notebook whose header says ``hpcai: {runs_last: true}`` (chapter 16, which reads the
-   others' records) executes after all the others, and again whenever any other did;
+   notebook whose header says ``hpcai: {runs_last: true}`` (chapters 16-17, which read
+   the others' records) executes after all the others, and again whenever any other did;
 4. store each execution in myst-nb's jupyter-cache (``<out>/_build/.jupyter_cache``, the
    cache that ``execute_notebooks: cache`` reads), keyed as myst-nb keys it;
 5. ``jupyter-book build``, which finds every notebook in the cache and executes none
